@@ -1,0 +1,183 @@
+"""Actor-critic learned in imagination (paper §3): λ-returns, return normalisation, losses.
+
+Imagination starts from every posterior state of the replayed batch (B·T starts), rolls the prior
+forward H steps with the actor, and trains
+- the critic toward λ-returns (two-hot, plus a regulariser toward a slow EMA copy of itself), and
+- the actor with REINFORCE on advantages normalised by the 5–95% return range (official current),
+  or by backpropagating returns through the dynamics (paper v1, continuous actions).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .config import BehaviorConfig, ModelConfig
+from .distributions import BoundedNormal, OneHotCategorical, TwoHot
+from .networks import MLP
+from .world_model import State, WorldModel
+
+
+def lambda_return(reward: Tensor, continues: Tensor, value: Tensor, gamma: float,
+                  lam: float) -> Tensor:
+    """λ-returns over an imagined trajectory (paper eq. 7), bootstrapping from the *next* state.
+
+    Args:
+        reward ``(N, H+1)``: r_k predicted at state k (index 0 unused);
+        continues ``(N, H+1)``: c_k, probability that state k is not terminal (index 0 unused);
+        value ``(N, H+1)``: V(s_k).
+    Returns:
+        ``(N, H)``: R_t = r_{t+1} + γ c_{t+1} ((1 − λ) V_{t+1} + λ R_{t+1}), with R_H = V_H.
+    """
+    H = reward.shape[1] - 1
+    discount = gamma * continues
+    returns = [value[:, H]]
+    for t in reversed(range(H)):
+        bootstrap = (1 - lam) * value[:, t + 1] + lam * returns[-1]
+        returns.append(reward[:, t + 1] + discount[:, t + 1] * bootstrap)
+    return torch.stack(returns[1:][::-1], 1)
+
+
+class ReturnNormalizer(nn.Module):
+    """EMA of the 5th and 95th percentiles of λ-returns; scale = max(1, P95 − P5) (paper eq. 11)."""
+
+    def __init__(self, rate: float, low: float, high: float):
+        super().__init__()
+        self.rate, self.quantiles = rate, (low, high)
+        self.register_buffer("low", torch.zeros(()))
+        self.register_buffer("high", torch.zeros(()))
+        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
+
+    @torch.no_grad()
+    def update(self, returns: Tensor) -> None:
+        q = torch.quantile(returns.flatten().float(),
+                           torch.tensor(self.quantiles, device=returns.device))
+        if not self.initialised:
+            self.low.copy_(q[0])
+            self.high.copy_(q[1])
+            self.initialised.fill_(True)
+        else:
+            self.low.lerp_(q[0], self.rate)
+            self.high.lerp_(q[1], self.rate)
+
+    def scale(self) -> Tensor:
+        return torch.clamp(self.high - self.low, min=1.0)
+
+
+class Imagination(NamedTuple):
+    """An imagined rollout from N starts. Features/actions ``(N, H+1, ...)``; action k is taken
+    at state k (the last one only feeds the entropy term)."""
+
+    features: Tensor
+    actions: Tensor
+
+
+class ActorCritic(nn.Module):
+    """Actor, critic and slow critic over world-model features."""
+
+    def __init__(self, model_cfg: ModelConfig, cfg: BehaviorConfig, action_dim: int,
+                 discrete: bool):
+        super().__init__()
+        self.cfg, self.discrete, self.unimix = cfg, discrete, model_cfg.unimix
+        F, units, layers = model_cfg.feature_dim, model_cfg.units, max(model_cfg.layers, 1)
+        actor_out = action_dim if discrete else 2 * action_dim
+        self.actor = MLP(F, units, layers, out=actor_out, out_scale=0.01)
+        self.critic = MLP(F, units, layers, out=model_cfg.reward_bins, out_scale=0.0)
+        self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.return_norm = ReturnNormalizer(cfg.return_norm_rate, cfg.return_norm_low,
+                                            cfg.return_norm_high)
+
+    def policy(self, feat: Tensor):
+        """Action distribution at ``feat (..., F)``: OneHotCategorical or BoundedNormal."""
+        out = self.actor(feat)
+        if self.discrete:
+            return OneHotCategorical(out, self.unimix)
+        mean, std = out.chunk(2, -1)
+        return BoundedNormal(mean, std, self.cfg.min_std, self.cfg.max_std)
+
+    def sample_action(self, feat: Tensor, deterministic: bool = False) -> Tensor:
+        dist = self.policy(feat)
+        action = dist.mode() if deterministic else dist.sample()
+        return action if self.discrete else action.clamp(-1.0, 1.0)
+
+    def imagine(self, world_model: WorldModel, start: State) -> Imagination:
+        """Roll the prior H steps from ``start (N, ...)`` with the actor."""
+        state, features, actions = start, [], []
+        for _ in range(self.cfg.horizon):
+            feat = state.features()
+            action = self.sample_action(feat)
+            features.append(feat)
+            actions.append(action)
+            state = world_model.rssm.imagine_step(state, action)
+        feat = state.features()
+        features.append(feat)
+        actions.append(self.sample_action(feat))
+        return Imagination(torch.stack(features, 1), torch.stack(actions, 1))
+
+    @torch.no_grad()
+    def update_slow_critic(self) -> None:
+        for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters()):
+            slow.lerp_(fast, self.cfg.slow_critic_rate)
+
+    def loss(self, world_model: WorldModel, start: State, start_continue: Tensor
+             ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Actor and critic losses from imagined rollouts.
+
+        Args:
+            start: posterior states ``(N, ...)``, detached; start_continue ``(N,)``: 1 − is_terminal.
+        Returns:
+            actor loss, critic loss (scalars), and metrics.
+        """
+        cfg = self.cfg
+        through_dynamics = cfg.actor_gradient == "dynamics" and not self.discrete
+        if through_dynamics:
+            imagined = self.imagine(world_model, start)
+        else:
+            # REINFORCE needs no gradient through the rollout: run it without autograd's graph.
+            with torch.no_grad():
+                imagined = self.imagine(world_model, start)
+        feat = imagined.features  # (N, H+1, F)
+
+        with torch.set_grad_enabled(through_dynamics):
+            reward = world_model.reward(feat)  # (N, H+1)
+            continues = world_model.continue_prob(feat)
+        continues = torch.cat([start_continue.unsqueeze(1), continues[:, 1:]], 1)
+        critic_logits = self.critic(feat if through_dynamics else feat.detach())  # (N, H+1, K)
+        value = TwoHot(critic_logits).mean()  # (N, H+1)
+        bootstrap = value if through_dynamics else value.detach()
+        returns = lambda_return(reward, continues, bootstrap, cfg.gamma, cfg.return_lambda)
+        # Weight of each imagined step: discounted probability that the trajectory is alive.
+        weight = (torch.cumprod(cfg.gamma * continues, 1) / cfg.gamma).detach()  # (N, H+1)
+
+        self.return_norm.update(returns.detach())
+        scale = self.return_norm.scale()
+        advantage = (returns - value[:, :-1].detach()) / scale  # (N, H)
+
+        policy = self.policy(feat[:, :-1].detach())
+        entropy = policy.entropy()  # (N, H)
+        if through_dynamics:
+            actor_objective = advantage
+        else:
+            log_prob = policy.log_prob(imagined.actions[:, :-1])  # (N, H)
+            actor_objective = log_prob * advantage.detach()
+        actor_loss = -(weight[:, :-1] * (actor_objective + cfg.entropy * entropy)).mean()
+
+        critic_dist = TwoHot(critic_logits[:, :-1])
+        with torch.no_grad():
+            slow_value = TwoHot(self.slow_critic(feat[:, :-1])).mean()
+        critic_loss = critic_dist.loss(returns.detach())
+        critic_loss = critic_loss + cfg.slow_critic_scale * critic_dist.loss(slow_value)
+        critic_loss = (weight[:, :-1] * critic_loss).mean()
+
+        metrics = {
+            "behavior/return_mean": returns.mean(),
+            "behavior/value_mean": value.mean(),
+            "behavior/imagined_reward_mean": reward[:, 1:].mean(),
+            "behavior/entropy": entropy.mean(),
+            "behavior/advantage_abs": advantage.abs().mean(),
+            "behavior/return_scale": scale,
+        }
+        return actor_loss, critic_loss, {k: v.detach() for k, v in metrics.items()}

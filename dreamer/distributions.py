@@ -1,0 +1,143 @@
+"""Distributions and transforms of DreamerV3 (paper §2 and appendix).
+
+- ``symlog``/``symexp``: squash targets of unknown scale (vector observations, rewards, values).
+- ``TwoHot``: a categorical over fixed bins in symlog space; regression by classification, so reward
+  and value losses do not depend on the scale of returns.
+- ``unimix_logits``: mix 1% uniform into categorical probabilities so KL and log-probs stay finite.
+- ``straight_through_sample``: one-hot samples with the probabilities' gradient.
+- ``BoundedNormal``: the continuous actor's Normal with tanh mean and sigmoid-bounded std.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def symlog(x: Tensor) -> Tensor:
+    """sign(x) · ln(1 + |x|) (paper eq. 9)."""
+    return torch.sign(x) * torch.log1p(torch.abs(x))
+
+
+def symexp(x: Tensor) -> Tensor:
+    """Inverse of :func:`symlog`: sign(x) · (exp(|x|) − 1)."""
+    return torch.sign(x) * torch.expm1(torch.abs(x))
+
+
+class TwoHot:
+    """Categorical over ``K`` bins spaced evenly in symlog space on [−20, 20].
+
+    ``logits`` have shape ``(..., K)``; ``mean()`` and ``loss(target)`` have shape ``(...)``.
+    The target ``y`` is encoded as weights on its two neighbouring bins (paper eq. 10), so the
+    expectation of the encoding is exactly ``symlog(y)``.
+    """
+
+    low, high = -20.0, 20.0
+
+    def __init__(self, logits: Tensor):
+        self.logits = logits
+        self.bins = torch.linspace(self.low, self.high, logits.shape[-1], device=logits.device)
+
+    def mean(self) -> Tensor:
+        probs = torch.softmax(self.logits, -1)
+        return symexp((probs * self.bins).sum(-1))
+
+    def loss(self, target: Tensor) -> Tensor:
+        """Cross-entropy between the two-hot encoding of ``target`` and the predicted bins."""
+        target_weights = two_hot(symlog(target.detach()), self.bins)
+        return -(target_weights * torch.log_softmax(self.logits, -1)).sum(-1)
+
+
+def two_hot(y: Tensor, bins: Tensor) -> Tensor:
+    """Encode ``y`` (already in bin space) as weights on the two nearest ``bins``: ``(...,) → (..., K)``."""
+    K = bins.shape[0]
+    y = y.clamp(bins[0], bins[-1])
+    below = (torch.bucketize(y, bins, right=True) - 1).clamp(0, K - 2)  # index of bin ≤ y
+    above = below + 1
+    low, high = bins[below], bins[above]
+    weight_above = (y - low) / (high - low)
+    encoded = F.one_hot(below, K) * (1 - weight_above).unsqueeze(-1)
+    encoded = encoded + F.one_hot(above, K) * weight_above.unsqueeze(-1)
+    return encoded
+
+
+def unimix_logits(logits: Tensor, unimix: float) -> Tensor:
+    """Log-probabilities of ``(1 − unimix) · softmax(logits) + unimix / C`` over the last axis."""
+    if unimix <= 0:
+        return torch.log_softmax(logits, -1)
+    probs = torch.softmax(logits, -1)
+    probs = (1 - unimix) * probs + unimix / logits.shape[-1]
+    return torch.log(probs)
+
+
+def straight_through_sample(log_probs: Tensor) -> Tensor:
+    """One-hot sample from ``log_probs (..., C)`` whose gradient is that of the probabilities."""
+    probs = log_probs.exp()
+    index = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1).reshape(probs.shape[:-1])
+    one_hot = F.one_hot(index, probs.shape[-1]).to(probs.dtype)
+    return one_hot + probs - probs.detach()
+
+
+def straight_through_mode(log_probs: Tensor) -> Tensor:
+    """Most likely one-hot, straight-through like :func:`straight_through_sample`."""
+    probs = log_probs.exp()
+    one_hot = F.one_hot(probs.argmax(-1), probs.shape[-1]).to(probs.dtype)
+    return one_hot + probs - probs.detach()
+
+
+def categorical_kl(log_p: Tensor, log_q: Tensor) -> Tensor:
+    """KL(p ‖ q) over the last axis, summed over the stochastic groups: ``(..., S, C) → (...)``."""
+    return (log_p.exp() * (log_p - log_q)).sum(-1).sum(-1)
+
+
+def categorical_entropy(log_probs: Tensor) -> Tensor:
+    return -(log_probs.exp() * log_probs).sum(-1)
+
+
+class BoundedNormal:
+    """The continuous actor's distribution: mean tanh(x), std (max−min)·σ(x + 2) + min.
+
+    Samples are clipped to [−1, 1] (the adapter rescales to the env's bounds); log-probs use the
+    unclipped sample, as the official code does. Shapes ``(..., A)``; log_prob/entropy sum over A.
+    """
+
+    def __init__(self, raw_mean: Tensor, raw_std: Tensor, min_std: float, max_std: float):
+        self.mean = torch.tanh(raw_mean)
+        self.std = (max_std - min_std) * torch.sigmoid(raw_std + 2.0) + min_std
+
+    def sample(self) -> Tensor:
+        return self.mean + self.std * torch.randn_like(self.mean)
+
+    def mode(self) -> Tensor:
+        return self.mean
+
+    def log_prob(self, action: Tensor) -> Tensor:
+        z = (action - self.mean) / self.std
+        return (-0.5 * z.pow(2) - torch.log(self.std) - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+    def entropy(self) -> Tensor:
+        return (0.5 + 0.5 * math.log(2 * math.pi) + torch.log(self.std)).sum(-1)
+
+
+class OneHotCategorical:
+    """The discrete actor's distribution over one-hot actions, with unimix. Shapes ``(..., A)``."""
+
+    def __init__(self, logits: Tensor, unimix: float):
+        self.log_probs = unimix_logits(logits, unimix)
+
+    def sample(self) -> Tensor:
+        index = torch.multinomial(self.log_probs.exp().reshape(-1, self.log_probs.shape[-1]), 1)
+        return F.one_hot(index.reshape(self.log_probs.shape[:-1]),
+                         self.log_probs.shape[-1]).float()
+
+    def mode(self) -> Tensor:
+        return F.one_hot(self.log_probs.argmax(-1), self.log_probs.shape[-1]).float()
+
+    def log_prob(self, action: Tensor) -> Tensor:
+        return (action * self.log_probs).sum(-1)
+
+    def entropy(self) -> Tensor:
+        return categorical_entropy(self.log_probs)

@@ -1,0 +1,258 @@
+"""Building blocks: normalised MLPs, the block GRU, and the observation encoder and decoder.
+
+Every hidden layer is Linear (no bias) → RMSNorm → SiLU, as in the official implementation. Output
+layers are initialised with a scale: 0 for reward and critic (so early predictions are exactly zero
+and cannot blow up returns), 0.01 for the actor (near-uniform initial policy), 1 elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .distributions import symexp, symlog
+
+NORM_EPS = 1e-4
+
+
+def init_linear_(weight: Tensor, scale: float = 1.0) -> None:
+    """Truncated normal with variance scale/fan_avg (the official ``trunc_normal`` fan_avg init)."""
+    if weight.ndim == 2:
+        fan_out, fan_in = weight.shape
+    else:  # block weights (G, in, out) or conv (out, in, kh, kw)
+        fan_in, fan_out = _fans(weight)
+    std = math.sqrt(scale / ((fan_in + fan_out) / 2)) / 0.87962566103423978
+    with torch.no_grad():
+        if scale == 0:
+            weight.zero_()
+        else:
+            nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
+
+
+def _fans(weight: Tensor) -> tuple[int, int]:
+    if weight.ndim == 3:  # BlockLinear (G, in, out)
+        return weight.shape[1], weight.shape[2]
+    receptive = weight[0, 0].numel()
+    return weight.shape[1] * receptive, weight.shape[0] * receptive
+
+
+class Linear(nn.Linear):
+    """nn.Linear with the fan-avg init and an output scale."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, scale: float = 1.0):
+        super().__init__(in_features, out_features, bias=bias)
+        init_linear_(self.weight, scale)
+        if bias:
+            nn.init.zeros_(self.bias)
+
+
+class NormLayer(nn.Sequential):
+    """Linear (no bias) → RMSNorm → SiLU."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__(
+            Linear(in_features, out_features, bias=False),
+            nn.RMSNorm(out_features, eps=NORM_EPS),
+            nn.SiLU(),
+        )
+
+
+class MLP(nn.Sequential):
+    """``layers`` hidden NormLayers of width ``units``; optional linear output of ``out`` features."""
+
+    def __init__(self, in_features: int, units: int, layers: int, out: int | None = None,
+                 out_scale: float = 1.0):
+        modules = []
+        for i in range(layers):
+            modules.append(NormLayer(in_features if i == 0 else units, units))
+        if out is not None:
+            modules.append(Linear(units if layers else in_features, out, scale=out_scale))
+        super().__init__(*modules)
+        self.out_features = out if out is not None else (units if layers else in_features)
+
+
+class BlockLinear(nn.Module):
+    """Block-diagonal linear map: ``G`` independent ``in/G → out/G`` maps on grouped features.
+
+    Input ``(..., G, in/G)`` → output ``(..., G, out/G)``. With G = 8 this costs 1/8 of a dense layer,
+    which is what makes the official GRU cheap in imagination.
+    """
+
+    def __init__(self, groups: int, in_per_group: int, out_per_group: int, bias: bool = True):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(groups, in_per_group, out_per_group))
+        init_linear_(self.weight)
+        self.bias = nn.Parameter(torch.zeros(groups, out_per_group)) if bias else None
+
+    def forward(self, x: Tensor) -> Tensor:  # (N, G, I) → (N, G, O)
+        y = torch.einsum("ngi,gio->ngo", x, self.weight)
+        return y + self.bias if self.bias is not None else y
+
+
+class BlockGRU(nn.Module):
+    """The official DreamerV3 recurrent core: a GRU whose state is split into ``blocks`` groups.
+
+    The previous latent, action and recurrent state are each embedded (NormLayer of ``hidden``), the
+    embedding is broadcast to every group and concatenated to that group's slice of the state, then
+    one normalised block-linear layer and a block-linear gate layer update each group. The update gate
+    is biased by −1 so the state is mostly kept early in training.
+    """
+
+    def __init__(self, deter: int, stoch_flat: int, action_dim: int, hidden: int, blocks: int):
+        super().__init__()
+        self.deter, self.blocks = deter, blocks
+        per_group = deter // blocks
+        self.embed_stoch = NormLayer(stoch_flat, hidden)
+        self.embed_action = NormLayer(action_dim, hidden)
+        self.embed_deter = NormLayer(deter, hidden)
+        self.hidden_layer = BlockLinear(blocks, per_group + 3 * hidden, per_group, bias=False)
+        self.hidden_norm = nn.RMSNorm(per_group, eps=NORM_EPS)  # shared over groups
+        self.gates = BlockLinear(blocks, per_group, 3 * per_group)
+
+    def forward(self, deter: Tensor, stoch_flat: Tensor, action: Tensor) -> Tensor:
+        """``deter (N, D)``, ``stoch_flat (N, S·C)``, ``action (N, A)`` → next ``deter (N, D)``."""
+        N, G = deter.shape[0], self.blocks
+        inputs = torch.cat(
+            [self.embed_stoch(stoch_flat), self.embed_action(action), self.embed_deter(deter)], -1
+        )  # (N, 3·hidden)
+        grouped = deter.view(N, G, -1)  # (N, G, D/G)
+        x = torch.cat([grouped, inputs.unsqueeze(1).expand(N, G, inputs.shape[-1])], -1)
+        x = F.silu(self.hidden_norm(self.hidden_layer(x)))  # (N, G, D/G)
+        reset, candidate, update = self.gates(x).chunk(3, -1)  # each (N, G, D/G)
+        reset = torch.sigmoid(reset)
+        candidate = torch.tanh(reset * candidate)
+        update = torch.sigmoid(update - 1.0)
+        new = update * candidate + (1 - update) * grouped
+        return new.reshape(N, self.deter)
+
+
+class ChannelNorm(nn.Module):
+    """RMSNorm over the channel axis of ``(N, C, H, W)`` images."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.norm = nn.RMSNorm(channels, eps=NORM_EPS)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+CNN_MULTIPLIERS = (2, 3, 4, 4)
+
+
+class ImageEncoder(nn.Module):
+    """uint8 ``(N, H, W, C)`` → x/255 − 0.5 → 4 stride-2 conv stages (depth × [2,3,4,4]) → flat."""
+
+    def __init__(self, image_shape: tuple[int, int, int], depth: int):
+        super().__init__()
+        H, W, C = image_shape
+        if H % 16 or W % 16:
+            raise ValueError(f"image size {H}×{W} must be divisible by 16 for the CNN encoder")
+        layers, channels = [], C
+        for mult in CNN_MULTIPLIERS:
+            conv = nn.Conv2d(channels, depth * mult, 4, stride=2, padding=1, bias=False)
+            init_linear_(conv.weight)
+            layers += [conv, ChannelNorm(depth * mult), nn.SiLU()]
+            channels = depth * mult
+        self.net = nn.Sequential(*layers)
+        self.out_features = channels * (H // 16) * (W // 16)
+
+    def forward(self, image: Tensor) -> Tensor:
+        x = image.permute(0, 3, 1, 2).float() / 255.0 - 0.5  # (N, C, H, W)
+        return self.net(x).flatten(1)
+
+
+class ImageDecoder(nn.Module):
+    """feat ``(N, F)`` → linear → (depth·4, H/16, W/16) → 4 transposed-conv stages → ``(N, H, W, C)``.
+
+    The output is centred: the prediction of x/255 is ``output + 0.5``; the loss is MSE summed over
+    pixels (no Normal(·, 1) constant that would dominate the loss plot).
+    """
+
+    def __init__(self, feature_dim: int, image_shape: tuple[int, int, int], depth: int):
+        super().__init__()
+        H, W, C = image_shape
+        self.start_shape = (depth * CNN_MULTIPLIERS[-1], H // 16, W // 16)
+        self.project = Linear(feature_dim, math.prod(self.start_shape))
+        layers, channels = [], self.start_shape[0]
+        for mult in reversed(CNN_MULTIPLIERS[:-1]):
+            conv = nn.ConvTranspose2d(channels, depth * mult, 4, stride=2, padding=1, bias=False)
+            init_linear_(conv.weight)
+            layers += [conv, ChannelNorm(depth * mult), nn.SiLU()]
+            channels = depth * mult
+        last = nn.ConvTranspose2d(channels, C, 4, stride=2, padding=1)
+        init_linear_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.net = nn.Sequential(*layers, last)
+
+    def forward(self, feat: Tensor) -> Tensor:
+        x = self.project(feat).view(-1, *self.start_shape)
+        return self.net(x).permute(0, 2, 3, 1)  # (N, H, W, C), centred around 0
+
+
+class Encoder(nn.Module):
+    """All observation keys → one embedding ``(..., E)``: vectors via symlog + MLP, images via CNN."""
+
+    def __init__(self, obs_shapes: dict[str, tuple[int, ...]], image_keys, vector_keys,
+                 units: int, layers: int, depth: int):
+        super().__init__()
+        self.image_keys, self.vector_keys = tuple(image_keys), tuple(vector_keys)
+        self.images = nn.ModuleDict({k: ImageEncoder(obs_shapes[k], depth) for k in self.image_keys})
+        vector_dim = sum(obs_shapes[k][0] for k in self.vector_keys)
+        self.vector = MLP(vector_dim, units, max(layers, 1)) if self.vector_keys else None
+        self.out_features = sum(m.out_features for m in self.images.values())
+        self.out_features += self.vector.out_features if self.vector is not None else 0
+
+    def forward(self, obs: dict[str, Tensor]) -> Tensor:
+        parts = []
+        if self.vector is not None:
+            vectors = torch.cat([obs[k].float() for k in self.vector_keys], -1)
+            parts.append(self.vector(symlog(vectors)))
+        for key, net in self.images.items():
+            image = obs[key]
+            flat = image.reshape(-1, *image.shape[-3:])
+            parts.append(net(flat).reshape(*image.shape[:-3], -1))
+        return torch.cat(parts, -1)
+
+
+class Decoder(nn.Module):
+    """feat → reconstruction loss per step. Vectors: symlog-MSE; images: MSE on x/255 (summed)."""
+
+    def __init__(self, feature_dim: int, obs_shapes, image_keys, vector_keys, units: int,
+                 layers: int, depth: int):
+        super().__init__()
+        self.image_keys, self.vector_keys = tuple(image_keys), tuple(vector_keys)
+        self.vector_sizes = [obs_shapes[k][0] for k in self.vector_keys]
+        self.vector = (
+            MLP(feature_dim, units, max(layers, 1), out=sum(self.vector_sizes))
+            if self.vector_keys else None
+        )
+        self.images = nn.ModuleDict(
+            {k: ImageDecoder(feature_dim, obs_shapes[k], depth) for k in self.image_keys}
+        )
+
+    def predict(self, feat: Tensor) -> dict[str, Tensor]:
+        """Reconstructions in observation space: vectors float, images float in [0, 255]."""
+        out = {}
+        if self.vector is not None:
+            pieces = self.vector(feat).split(self.vector_sizes, -1)
+            out.update({k: symexp(p) for k, p in zip(self.vector_keys, pieces)})
+        for key, net in self.images.items():
+            image = net(feat.reshape(-1, feat.shape[-1]))
+            out[key] = ((image + 0.5).clamp(0, 1) * 255).reshape(*feat.shape[:-1], *image.shape[1:])
+        return out
+
+    def loss(self, feat: Tensor, obs: dict[str, Tensor]) -> Tensor:
+        """Summed reconstruction loss over keys and features: ``feat (B, T, F)`` → ``(B, T)``."""
+        total = torch.zeros(feat.shape[:-1], device=feat.device)
+        if self.vector is not None:
+            target = symlog(torch.cat([obs[k].float() for k in self.vector_keys], -1))
+            total = total + (self.vector(feat) - target).pow(2).sum(-1)
+        for key, net in self.images.items():
+            prediction = net(feat.reshape(-1, feat.shape[-1]))  # (B·T, H, W, C)
+            target = obs[key].reshape(prediction.shape).float() / 255.0 - 0.5
+            total = total + (prediction - target).pow(2).sum((-3, -2, -1)).view(feat.shape[:-1])
+        return total

@@ -1,0 +1,85 @@
+import pytest
+import torch
+
+from dreamer.actor_critic import ActorCritic, ReturnNormalizer, lambda_return
+from dreamer.world_model import WorldModel
+
+from .conftest import make_spec
+
+
+def test_lambda_return_matches_a_hand_worked_example():
+    # H = 3; index 0 of reward/continue is unused; gamma = lambda = 0.5.
+    reward = torch.tensor([[9.0, 1.0, 2.0, 3.0]])
+    continues = torch.tensor([[9.0, 1.0, 1.0, 0.0]])
+    value = torch.tensor([[9.0, 10.0, 20.0, 30.0]])
+    # R2 = 3 + 0.5·0·(…) = 3;  R1 = 2 + 0.5·1·(0.5·20 + 0.5·3) = 7.75
+    # R0 = 1 + 0.5·1·(0.5·10 + 0.5·7.75) = 5.4375
+    returns = lambda_return(reward, continues, value, gamma=0.5, lam=0.5)
+    assert torch.allclose(returns, torch.tensor([[5.4375, 7.75, 3.0]]))
+
+
+def test_lambda_one_is_discounted_reward_sum_plus_bootstrap():
+    reward = torch.tensor([[0.0, 1.0, 1.0]])
+    ones = torch.ones(1, 3)
+    value = torch.tensor([[0.0, 0.0, 4.0]])
+    returns = lambda_return(reward, ones, value, gamma=0.9, lam=1.0)
+    assert torch.allclose(returns[:, 0], torch.tensor([1 + 0.9 * (1 + 0.9 * 4)]))
+
+
+def test_return_normalizer_percentiles_and_floor():
+    norm = ReturnNormalizer(rate=0.5, low=0.05, high=0.95)
+    norm.update(torch.linspace(0, 100, 1001))
+    assert norm.low.item() == pytest.approx(5.0) and norm.high.item() == pytest.approx(95.0)
+    norm.update(torch.linspace(0, 0, 10))
+    assert norm.low.item() == pytest.approx(2.5) and norm.high.item() == pytest.approx(47.5)
+    small = ReturnNormalizer(0.01, 0.05, 0.95)
+    small.update(torch.zeros(10))
+    assert small.scale().item() == 1.0  # max(1, P95 − P5)
+
+
+@pytest.mark.parametrize("discrete", [True, False])
+def test_actor_outputs_and_imagination_shapes(tiny_config, discrete):
+    torch.manual_seed(0)
+    spec = make_spec(action_dim=3, discrete=discrete)
+    wm = WorldModel(spec, tiny_config.model, tiny_config.world_model)
+    ac = ActorCritic(tiny_config.model, tiny_config.behavior, 3, discrete)
+    start = wm.rssm.initial(6, "cpu")
+    imagined = ac.imagine(wm, start)
+    H = tiny_config.behavior.horizon
+    assert imagined.features.shape == (6, H + 1, tiny_config.model.feature_dim)
+    assert imagined.actions.shape == (6, H + 1, 3)
+    if discrete:
+        assert torch.equal(imagined.actions.sum(-1), torch.ones(6, H + 1))
+    else:
+        assert imagined.actions.abs().max() <= 1.0
+    actor_loss, critic_loss, metrics = ac.loss(wm, start, torch.ones(6))
+    assert actor_loss.shape == () and critic_loss.shape == ()
+    ac.zero_grad()
+    actor_loss.backward(inputs=list(ac.actor.parameters()))
+    assert ac.actor[-1].weight.grad.abs().sum() > 0
+    assert "behavior/return_scale" in metrics
+
+
+def test_dynamics_backprop_option_reaches_the_actor(tiny_config):
+    from dreamer.config import override
+
+    cfg = override(tiny_config, **{"behavior.actor_gradient": "dynamics"})
+    torch.manual_seed(0)
+    spec = make_spec(action_dim=2)
+    wm = WorldModel(spec, cfg.model, cfg.world_model)
+    ac = ActorCritic(cfg.model, cfg.behavior, 2, discrete=False)
+    actor_loss, _, _ = ac.loss(wm, wm.rssm.initial(4, "cpu"), torch.ones(4))
+    actor_loss.backward(inputs=list(ac.actor.parameters()))
+    assert ac.actor[-1].weight.grad.abs().sum() > 0
+
+
+def test_slow_critic_tracks_critic_by_ema(tiny_config):
+    ac = ActorCritic(tiny_config.model, tiny_config.behavior, 2, discrete=False)
+    with torch.no_grad():
+        for p in ac.critic.parameters():
+            p.fill_(1.0)
+        for p in ac.slow_critic.parameters():
+            p.fill_(0.0)
+    ac.update_slow_critic()
+    rate = tiny_config.behavior.slow_critic_rate
+    assert all(torch.allclose(p, torch.full_like(p, rate)) for p in ac.slow_critic.parameters())

@@ -1,0 +1,94 @@
+import dataclasses
+
+import pytest
+
+from dreamer.config import (
+    MODEL_PRESETS,
+    Config,
+    ConfigError,
+    config_from_dict,
+    load_config,
+    override,
+)
+
+
+def test_defaults_resolve_the_model_preset():
+    cfg = config_from_dict({})
+    assert cfg.model.size == "size1m"
+    assert cfg.model.deter == 512 and cfg.model.classes == 4 and cfg.model.blocks == 8
+    assert cfg.model.feature_dim == 512 + 32 * 4
+    assert cfg.behavior.gamma == pytest.approx(1 - 1 / 333)
+
+
+def test_attribute_access_and_frozen():
+    cfg = config_from_dict({"training": {"lr": 3.0e-4}})
+    assert cfg.training.lr == 3.0e-4
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.training.lr = 1.0
+
+
+@pytest.mark.parametrize("size", sorted(MODEL_PRESETS))
+def test_every_preset_loads(size):
+    assert config_from_dict({"model": {"size": size}}).model.deter == MODEL_PRESETS[size]["deter"]
+
+
+def test_preset_keys_can_be_overridden_one_by_one():
+    cfg = config_from_dict({"model": {"size": "size1m", "units": 128, "classes": 16}})
+    assert (cfg.model.units, cfg.model.classes, cfg.model.deter) == (128, 16, 512)
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"training": {"lr": "1e-3"}}, "training.lr: expected a float, got '1e-3'"),
+        ({"training": {"lr": -1.0}}, "training.lr: expected a positive float, got -1.0"),
+        ({"training": {"env_steps": -5}}, "training.env_steps: expected a positive integer"),
+        ({"training": {"env_steps": 1.5}}, "training.env_steps: expected an integer, got 1.5"),
+        ({"training": {"lrr": 1.0}}, "training.lrr: unknown key"),
+        ({"bogus": 1}, "bogus: unknown key"),
+        ({"model": {"size": "XXL"}}, "model.size: unknown size 'XXL'"),
+        ({"model": {"size": "size1m", "blocks": 7}}, "model.blocks: 7 must divide model.deter"),
+        ({"training": {"optimizer": "sgd"}}, "training.optimizer: expected one of 'laprop', 'adam'"),
+        ({"env": {"kwargs": [1]}}, "env.kwargs: expected a mapping"),
+        ({"env": "CartPole-v1"}, "env: expected a mapping"),
+        ({"evaluate": {"video": "yes"}}, "evaluate.video: expected a boolean"),
+        ({"world_model": {"loss_scales": {"reward": 1.0}}}, "world_model.loss_scales."),
+        ({"behavior": {"return_lambda": 1.5}}, "behavior.return_lambda: expected a float in [0, 1], got 1.5"),
+    ],
+)
+def test_bad_values_name_the_key(data, message):
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(data)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_load_config_reads_yaml_and_reports_yaml_errors(tmp_path):
+    good = tmp_path / "params.yaml"
+    good.write_text("seed: 3\ntraining:\n  lr: 1.0e-4\n")
+    cfg = load_config(good)
+    assert cfg.seed == 3 and cfg.training.lr == 1e-4
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("training: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
+    with pytest.raises(ConfigError, match="missing.yaml: cannot read"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_flat_hash_and_override():
+    cfg = Config()
+    flat = config_from_dict({}).flat()
+    assert flat["training.lr"] == 4e-5
+    assert flat["world_model.loss_scales.kl_representation"] == 0.1
+    changed = override(config_from_dict({}), **{"training.lr": 3e-4, "model.size": "debug"})
+    assert changed.training.lr == 3e-4 and changed.model.deter == MODEL_PRESETS["debug"]["deter"]
+    assert changed.hash() != config_from_dict({}).hash()
+    assert config_from_dict({}).hash() == config_from_dict({}).hash()
+    assert cfg.seed == 0
+
+
+def test_updates_per_env_step_is_train_ratio_over_batch_steps():
+    cfg = config_from_dict({"training": {"train_ratio": 512, "batch_size": 16,
+                                         "batch_length": 64}})
+    assert cfg.training.updates_per_env_step == pytest.approx(0.5)
