@@ -49,3 +49,41 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: not a dreamer checkpoint (format version mismatch)")
     return payload
+
+
+# --- the trained agent, as handed from train to evaluate ------------------------------------------
+def save_agent(path: str | Path, agent, extra: dict | None = None) -> None:
+    """Write the agent's weights with what is needed to rebuild it (spec and config)."""
+    save_checkpoint(path, {
+        "kind": "agent",
+        "modules": agent.state_dict(),
+        "spec": agent.spec.to_dict(),
+        "config": agent.cfg.to_dict(),
+        "gradient_steps": agent.gradient_steps,
+        "extra": extra or {},
+    })
+
+
+def load_agent(path: str | Path, device: str | None = None):
+    """Rebuild an :class:`~dreamer.agent.Agent` from :func:`save_agent`'s file.
+
+    Returns ``(agent, extra)``. Raises CheckpointError naming the file when it is not an agent.
+    """
+    from .agent import Agent
+    from .config import ConfigError, config_from_dict, override
+    from .envs import EnvSpec
+
+    payload = load_checkpoint(path)
+    if payload.get("kind") != "agent":
+        raise CheckpointError(f"{path}: not an agent file (kind {payload.get('kind')!r})")
+    try:
+        cfg = config_from_dict(payload["config"])
+        if device is not None:
+            cfg = override(cfg, device=device)
+        agent = Agent(EnvSpec.from_dict(payload["spec"]), cfg)
+        agent.load_state_dict(payload["modules"])
+    except (KeyError, ConfigError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0][:200]
+        raise CheckpointError(f"{path}: agent file does not match this code ({reason})") from None
+    agent.gradient_steps = int(payload["gradient_steps"])
+    return agent, payload["extra"]

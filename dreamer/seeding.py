@@ -1,0 +1,90 @@
+"""Seeding of every random number generator a run touches.
+
+Two runs with the same seed must draw the same numbers: python ``random``, numpy's global
+generator and torch (CPU and, when present, every CUDA device) through :func:`seed_everything`,
+and the environment's reset and action-space sampler through :func:`seed_env`. A resumed run
+restores the generators' states with :func:`rng_state` / :func:`restore_rng_state`.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python ``random``, numpy's global generator and torch (CPU and all CUDA devices).
+
+    Args:
+        seed: non-negative integer seed.
+    """
+    if seed < 0:
+        raise ValueError(f"seed: expected a non-negative integer, got {seed}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)  # numpy's legacy global generator takes 32-bit seeds
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def seed_env(env: Any, seed: int) -> tuple[Any, dict]:
+    """Reset a gymnasium environment with ``seed`` and seed its action and observation spaces.
+
+    Later resets must pass no seed, so that the whole episode sequence follows from this one.
+
+    Args:
+        env: a ``gymnasium.Env`` (or anything with ``reset(seed=...)`` and seedable spaces).
+        seed: non-negative integer seed.
+
+    Returns:
+        What ``env.reset(seed=seed)`` returns: ``(observation, info)``.
+    """
+    env.action_space.seed(seed)
+    env.observation_space.seed(seed)
+    return env.reset(seed=seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """The states of python ``random``, numpy's global generator and torch (CPU and CUDA).
+
+    Returns:
+        Plain python values only (ints, lists, dicts), so the state survives JSON, pickle and
+        ``torch.load(weights_only=True)``.
+    """
+    version, internal, gauss_next = random.getstate()
+    numpy_state = np.random.get_state(legacy=False)
+    state = {
+        "python": [version, list(internal), gauss_next],
+        "numpy": {
+            "key": numpy_state["state"]["key"].tolist(),
+            "pos": int(numpy_state["state"]["pos"]),
+            "has_gauss": int(numpy_state["has_gauss"]),
+            "gauss": float(numpy_state["gauss"]),
+        },
+        "torch": torch.get_rng_state().tolist(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = [device_state.tolist() for device_state in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Restore generator states captured by :func:`rng_state` (CUDA only where available)."""
+    version, internal, gauss_next = state["python"]
+    random.setstate((version, tuple(internal), gauss_next))
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        {
+            "bit_generator": "MT19937",
+            "state": {"key": np.array(numpy_state["key"], np.uint32), "pos": numpy_state["pos"]},
+            "has_gauss": numpy_state["has_gauss"],
+            "gauss": numpy_state["gauss"],
+        }
+    )
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        cuda_states = [torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]]
+        torch.cuda.set_rng_state_all(cuda_states)

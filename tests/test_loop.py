@@ -1,0 +1,87 @@
+"""The interaction loop: random warm-up, train ratio, hooks, and exact resume."""
+
+import numpy as np
+import pytest
+import torch
+
+from dreamer.agent import Agent
+from dreamer.checkpoint import load_checkpoint, save_checkpoint
+from dreamer.envs import DreamerEnv
+from dreamer.loop import Hooks, Trainer, collect_random
+from dreamer.replay import ReplayBuffer
+from dreamer.seeding import seed_everything
+
+from .conftest import tiny
+
+
+def test_collect_random_stores_episodes_with_the_time_convention():
+    cfg = tiny()
+    env = DreamerEnv(cfg.env, 0)
+    replay = ReplayBuffer(env.spec, 1000)
+    collector, records = collect_random(env, replay, 450, seed=0)
+    assert [r.length for r in records] == [200, 200]  # Pendulum truncates at 200 steps
+    data = replay.arrays()
+    assert len(replay) == 450 + 3  # one reset step per episode started
+    assert np.flatnonzero(data["is_first"]).tolist() == [0, 201, 402]
+    assert np.flatnonzero(data["is_last"]).tolist() == [200, 401]
+    assert not data["is_terminal"].any()  # truncation is not termination
+    assert np.all(data["action"][data["is_first"]] == 0)
+    assert records[0].score == pytest.approx(data["reward"][1:201].sum(), rel=1e-5)
+
+
+def _trainer(cfg, env_steps=None):
+    seed_everything(cfg.seed)
+    warm_env = DreamerEnv(cfg.env, cfg.seed)
+    replay = ReplayBuffer(warm_env.spec, 5000)
+    collector, records = collect_random(warm_env, replay, cfg.warmup.steps, cfg.seed)
+    agent = Agent(warm_env.spec, cfg)
+    env = DreamerEnv(cfg.env, cfg.seed + 1)
+    return Trainer(agent, env, replay, cfg, collector.env_steps, len(records))
+
+
+def test_trainer_trains_at_train_ratio_and_calls_hooks():
+    cfg = tiny(**{"training.env_steps": 264, "training.train_ratio": 64.0})  # 2 updates/step
+    trainer = _trainer(cfg)
+    rows, episodes, checkpoints = [], [], []
+    counters = trainer.run(Hooks(episodes.append, rows.append, lambda t: checkpoints.append(
+        t.counters.env_steps)))
+    assert counters.env_steps == 264
+    assert trainer.agent.gradient_steps == 2 * (264 - 64)
+    assert [r["env_step"] for r in rows] == [100, 150, 200, 250]  # log_every 50 from step 64
+    assert all(np.isfinite(r["loss/world_model"]) for r in rows)
+    assert checkpoints[-1] == 264
+
+
+def test_resumed_run_continues_exactly(tmp_path):
+    """Two parts with a checkpoint in between equal one uninterrupted run, parameter for
+    parameter (checkpoints are taken at episode ends)."""
+    cfg = tiny(**{"training.env_steps": 520, "training.checkpoint_every": 100,
+                  "training.train_ratio": 16.0})
+    whole = _trainer(cfg)
+    whole.run()
+
+    first = _trainer(cfg)
+    saved = {}
+
+    def on_checkpoint(trainer):
+        if "state" not in saved:
+            saved["replay"] = trainer.replay.arrays()
+            save_checkpoint(tmp_path / "state.pt", {"trainer": trainer.training_state()})
+            saved["state"] = True
+
+    first.run(Hooks(on_checkpoint=on_checkpoint, should_stop=lambda t: "state" in saved))
+    assert first.counters.env_steps < 520
+
+    # A new process: fresh objects, then the saved state.
+    second = _trainer(tiny(**{"training.env_steps": 520, "training.checkpoint_every": 100,
+                              "training.train_ratio": 16.0, "seed": 0}))
+    second.replay = ReplayBuffer(second.env.spec, 5000)
+    second.replay.extend(saved["replay"])
+    second.collector.replay = second.replay
+    second.load_training_state(load_checkpoint(tmp_path / "state.pt")["trainer"])
+    second.run()
+    assert second.counters.env_steps == whole.counters.env_steps
+    assert second.agent.gradient_steps == whole.agent.gradient_steps
+    for (name, a), b in zip(whole.agent.state_dict().items(), second.agent.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert np.array_equal(whole.replay.arrays()["reward"], second.replay.arrays()["reward"])
