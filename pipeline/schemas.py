@@ -1,0 +1,410 @@
+"""pandera schemas for the tables the stages read and write (DESIGN §6).
+
+Every ``validate_*`` returns its DataFrame unchanged or raises :class:`DataValidationError` whose
+message is one line naming the source, the column and the first bad rows, e.g.
+``metrics/train/losses.csv: column 'loss/reward' has non-finite values at rows [3, 7]``.
+Rows are the DataFrame's index labels (0-based data rows for a CSV read with pandas).
+
+Column dtypes are checked by kind (any integer width is an integer, ints are accepted where floats
+are), so tables built from numpy arrays and tables read back from CSV both pass.
+
+Tables:
+- transitions (:func:`transitions_schema`, built from the replay buffer with
+  :func:`transitions_frame`): ``step, reward, is_first, is_last, is_terminal, action_0…,
+  obs/<key>_<i>…``;
+- episodes (:data:`EPISODES`): ``episode, seed, return, length, env_step[, stage]``; the training
+  episodes (``metrics/train/returns.csv``) also have a non-decreasing ``env_step``;
+- training losses (``metrics/train/losses.csv``): ``gradient_step, env_step, wall_seconds,
+  updates_per_second, loss/*…`` and any other numeric columns.
+
+This is the only module that imports pandera.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaError, SchemaErrorReason, SchemaErrors
+
+_SHOW_ROWS = 5  # bad rows named in a message
+_TOLERANCE = 1e-6  # slack on bounds, for float32 round-off
+
+
+class DataValidationError(ValueError):
+    """A table that breaks its schema; ``str()`` is one readable line.
+
+    Attributes:
+        problems: one short description per failed check, in schema order.
+        failure_cases: pandera's table of failure cases.
+    """
+
+    def __init__(self, message: str, problems: Sequence[str] = (), failure_cases=None):
+        super().__init__(message)
+        self.problems = list(problems)
+        self.failure_cases = failure_cases
+
+
+# --- checks ---------------------------------------------------------------------------------------
+# Checks get the whole column (vectorised) and return a boolean Series or a bool. Value checks
+# pass columns of the wrong kind, so that only the kind check reports them. ``ignore_na=False``:
+# a NaN is a value to judge (as non-finite), not something to drop before checking.
+def _is_kind(series: pd.Series, kind: str) -> bool:
+    dtype = series.dtype
+    if len(series) == 0:
+        return True  # an empty CSV reads as object columns
+    if kind == "integer":
+        return pd.api.types.is_integer_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+    if kind == "number":
+        return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+    if kind == "numeric or boolean":
+        return pd.api.types.is_numeric_dtype(dtype)
+    if kind == "boolean":
+        return pd.api.types.is_bool_dtype(dtype)
+    if kind == "string":
+        return pd.api.types.is_string_dtype(dtype)
+    raise ValueError(f"unknown kind {kind!r}")
+
+
+def _kind(kind: str) -> pa.Check:
+    return pa.Check(lambda s: _is_kind(s, kind), name="kind", error=kind)
+
+
+def _numeric(series: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(series.dtype)
+
+
+def _values(test: Callable[[np.ndarray], np.ndarray], error: str) -> pa.Check:
+    """A check of a numeric column's values; ``error`` completes "column 'x' …"."""
+
+    def check(series: pd.Series):
+        if not _numeric(series):
+            return True
+        return pd.Series(test(series.to_numpy(dtype=float)), index=series.index)
+
+    return pa.Check(check, error=error, ignore_na=False)
+
+
+def _finite() -> pa.Check:
+    return _values(np.isfinite, "has non-finite values")
+
+
+def _no_infinity() -> pa.Check:
+    return _values(lambda x: ~np.isinf(x), "has infinite values")
+
+
+def _at_least(low: float) -> pa.Check:
+    return _values(lambda x: ~(x < low), f"has values below {low:g}")
+
+
+def _above(low: float) -> pa.Check:
+    return _values(lambda x: ~(x <= low), f"has values <= {low:g}")
+
+
+def _within(low: float, high: float) -> pa.Check:
+    slack_low = _TOLERANCE * max(1.0, abs(low))
+    slack_high = _TOLERANCE * max(1.0, abs(high))
+    return _values(
+        lambda x: ~((x < low - slack_low) | (x > high + slack_high)),
+        f"has values outside [{low:g}, {high:g}]",
+    )
+
+
+def _increasing(strict: bool) -> pa.Check:
+    def test(x: np.ndarray) -> np.ndarray:
+        step = np.diff(x, prepend=-np.inf)
+        return step > 0 if strict else step >= 0
+
+    return _values(test, "is not strictly increasing" if strict else "decreases")
+
+
+def _zero_or_one() -> pa.Check:
+    return _values(lambda x: (x == 0) | (x == 1), "has values other than 0 and 1")
+
+
+def _column(kind: str, *checks: pa.Check, required: bool = True, regex: bool = False) -> pa.Column:
+    return pa.Column(checks=[_kind(kind), *checks], nullable=True, required=required, regex=regex)
+
+
+def _frame_check(column: str, error: str, test: Callable[[pd.DataFrame], pd.Series]) -> pa.Check:
+    """A check across columns, reported under ``column``; skipped if its inputs are unusable."""
+
+    def check(df: pd.DataFrame):
+        try:
+            return test(df)
+        except (KeyError, TypeError, ValueError):
+            return True  # a missing or mistyped column, reported by its own checks
+
+    return pa.Check(check, name=column, error=error, ignore_na=False)
+
+
+def _flag(df: pd.DataFrame, name: str) -> np.ndarray:
+    if not pd.api.types.is_bool_dtype(df[name].dtype):
+        raise TypeError(name)
+    return df[name].to_numpy()
+
+
+# --- transitions ----------------------------------------------------------------------------------
+def action_columns(action_dim: int) -> list[str]:
+    return [f"action_{i}" for i in range(action_dim)]
+
+
+def vector_columns(key: str, size: int) -> list[str]:
+    """Column names of vector observation ``key``: ``obs/<key>_0 … obs/<key>_<size-1>``."""
+    return [f"obs/{key}_{i}" for i in range(size)]
+
+
+def transitions_frame(
+    reward: np.ndarray,
+    is_first: np.ndarray,
+    is_last: np.ndarray,
+    is_terminal: np.ndarray,
+    action: np.ndarray,
+    vector_obs: Mapping[str, np.ndarray] | None = None,
+    step: np.ndarray | None = None,
+) -> pd.DataFrame:
+    """The transitions table from replay arrays (image observations are left out).
+
+    Args:
+        reward, is_first, is_last, is_terminal: ``(N,)``.
+        action: ``(N, A)`` in agent space (one-hot for discrete actions).
+        vector_obs: ``{key: (N, D)}`` (or ``(N,)``) vector observations.
+        step: ``(N,)``; default ``0 … N-1``.
+    """
+    N = len(reward)
+    action = np.asarray(action).reshape(N, -1)
+    columns: dict[str, np.ndarray] = {
+        "step": np.arange(N, dtype=np.int64) if step is None else np.asarray(step),
+        "reward": np.asarray(reward, dtype=np.float64),
+        "is_first": np.asarray(is_first, dtype=bool),
+        "is_last": np.asarray(is_last, dtype=bool),
+        "is_terminal": np.asarray(is_terminal, dtype=bool),
+    }
+    columns.update(zip(action_columns(action.shape[1]), action.T.astype(np.float64), strict=True))
+    for key, values in (vector_obs or {}).items():
+        values = np.asarray(values).reshape(N, -1)
+        columns.update(
+            zip(vector_columns(key, values.shape[1]), values.T.astype(np.float64), strict=True)
+        )
+    return pd.DataFrame(columns)
+
+
+def _obs_bound(bounds: Mapping | None, column: str) -> float | None:
+    """Bound of ``obs/<key>_<i>`` from ``{column: x}`` or ``{key: array}``; None if unbounded."""
+    if not bounds:
+        return None
+    if column in bounds:
+        value = bounds[column]
+    else:
+        match = re.fullmatch(r"obs/(.+)_(\d+)", column)
+        if match is None or match.group(1) not in bounds:
+            return None
+        value = np.asarray(bounds[match.group(1)], dtype=float).reshape(-1)[int(match.group(2))]
+    value = float(value)
+    return value if np.isfinite(value) else None
+
+
+def transitions_schema(
+    action_dim: int,
+    discrete: bool,
+    vector_columns: Sequence[str] = (),
+    obs_low: Mapping | None = None,
+    obs_high: Mapping | None = None,
+) -> pa.DataFrameSchema:
+    """Schema of the replay transitions table.
+
+    Args:
+        action_dim: A, the number of ``action_<i>`` columns.
+        discrete: actions are one-hot (exactly one 1; all zeros allowed at ``is_first``), else
+            each action is in [-1, 1] (agent space).
+        vector_columns: the ``obs/<key>_<i>`` columns, all required and finite.
+        obs_low, obs_high: bounds, keyed by column (``{"obs/state_2": -8.0}``) or by observation
+            key (``{"state": box.low}``); infinite or missing bounds are not checked.
+    """
+    columns = {
+        "step": _column("integer", _at_least(0), _increasing(strict=True)),
+        "reward": _column("number", _finite()),
+        "is_first": _column("boolean"),
+        "is_last": _column("boolean"),
+        "is_terminal": _column("boolean"),
+    }
+    action_checks = [_zero_or_one()] if discrete else [_within(-1.0, 1.0)]
+    for name in action_columns(action_dim):
+        columns[name] = _column("number", _finite(), *action_checks)
+    for name in vector_columns:
+        low, high = _obs_bound(obs_low, name), _obs_bound(obs_high, name)
+        bounds = []
+        if low is not None and high is not None:
+            bounds = [_within(low, high)]
+        elif low is not None:
+            bounds = [_at_least(low)]
+        elif high is not None:
+            bounds = [_values(lambda x, h=high: ~(x > h), f"has values above {high:g}")]
+        columns[name] = _column("number", _finite(), *bounds)
+
+    def episode_starts(df: pd.DataFrame) -> pd.Series:
+        is_first, is_last = _flag(df, "is_first"), _flag(df, "is_last")
+        must_start = np.concatenate([[True], is_last[:-1]])[: len(df)]
+        return pd.Series(~must_start | is_first, index=df.index)
+
+    def terminal_is_last(df: pd.DataFrame) -> pd.Series:
+        return pd.Series(~_flag(df, "is_terminal") | _flag(df, "is_last"), index=df.index)
+
+    def one_hot(df: pd.DataFrame) -> pd.Series:
+        total = df[action_columns(action_dim)].to_numpy(dtype=float).sum(axis=1)
+        ok = (total == 1) | ((total == 0) & _flag(df, "is_first"))
+        return pd.Series(ok, index=df.index)
+
+    checks = [
+        _frame_check(
+            "is_first", "is false at an episode start (row 0 or after is_last)", episode_starts
+        ),
+        _frame_check("is_terminal", "is true where is_last is false", terminal_is_last),
+    ]
+    if discrete:
+        checks.append(
+            _frame_check(
+                f"action_0..action_{action_dim - 1}",
+                "is not one-hot (all zeros allowed only at is_first)",
+                one_hot,
+            )
+        )
+    return pa.DataFrameSchema(columns, checks=checks, name="transitions")
+
+
+# --- episodes and training metrics ----------------------------------------------------------------
+_EPISODE_COLUMNS = {
+    "episode": pa.Column(checks=[_kind("integer"), _at_least(0)], nullable=True, unique=True),
+    "seed": _column("integer"),
+    "return": _column("number", _finite()),
+    "length": _column("integer", _above(0)),
+    "env_step": _column("integer", _at_least(0)),
+    "stage": _column("string", required=False),
+}
+
+EPISODES = pa.DataFrameSchema(_EPISODE_COLUMNS, name="episodes")
+"""One row per finished episode (evaluation episodes, and the base of the training returns)."""
+
+TRAIN_RETURNS = pa.DataFrameSchema(
+    {
+        **_EPISODE_COLUMNS,
+        "env_step": _column("integer", _at_least(0), _increasing(strict=False)),
+    },
+    name="train returns",
+)
+"""``metrics/train/returns.csv``: training episodes in the order they ended."""
+
+_LOSS_STEP_COLUMNS = ("gradient_step", "env_step", "wall_seconds", "updates_per_second")
+
+TRAIN_LOSSES = pa.DataFrameSchema(
+    {
+        "gradient_step": _column("integer", _at_least(0), _increasing(strict=True)),
+        "env_step": _column("integer", _at_least(0), _increasing(strict=False)),
+        "wall_seconds": _column("number", _finite(), _at_least(0)),
+        "updates_per_second": _column("number", _finite(), _at_least(0)),
+        r"^loss/.+$": _column("number", _finite(), required=False, regex=True),
+        # any other column: numeric, NaN allowed (not measured yet), infinity not
+        rf"^(?!loss/)(?!(?:{'|'.join(_LOSS_STEP_COLUMNS)})$).+$": _column(
+            "numeric or boolean", _no_infinity(), required=False, regex=True
+        ),
+    },
+    name="train losses",
+)
+"""``metrics/train/losses.csv``: one row per logging interval of training."""
+
+
+# --- validation -----------------------------------------------------------------------------------
+def _rows(failure_cases) -> list:
+    if not isinstance(failure_cases, pd.DataFrame) or "index" not in failure_cases:
+        return []
+    index = failure_cases["index"].dropna()
+    return list(dict.fromkeys(v.item() if hasattr(v, "item") else v for v in index))
+
+
+def _describe(error: SchemaError, df: pd.DataFrame) -> str:
+    """One failed check as ``column 'x' has … at rows [...]``."""
+    reason = error.reason_code
+    check = error.check
+    if reason == SchemaErrorReason.COLUMN_NOT_IN_DATAFRAME:
+        missing = error.failure_cases
+        if isinstance(missing, pd.DataFrame):
+            missing = ", ".join(map(str, missing["failure_case"]))
+        return f"column '{missing}' is missing"
+    column = getattr(error, "column_name", None)
+    if column is None and isinstance(check, pa.Check):
+        column = check.name  # frame checks are named after the column they report on
+    if reason == SchemaErrorReason.CHECK_ERROR:
+        first = str(error).splitlines()[0]
+        return f"column '{column}': check could not run ({first})"
+    if isinstance(check, pa.Check) and check.name == "kind" and column in df:
+        return f"column '{column}' has dtype {df[column].dtype}, expected {check.error}"
+    if reason == SchemaErrorReason.SERIES_CONTAINS_DUPLICATES:
+        what = "has duplicate values"
+    elif reason == SchemaErrorReason.SERIES_CONTAINS_NULLS:
+        what = "has missing values"
+    elif isinstance(check, pa.Check) and check.error:
+        what = check.error
+    else:
+        what = f"fails {check}"
+    rows = _rows(error.failure_cases)
+    if not rows:
+        return f"column '{column}' {what}"
+    shown = ", ".join(map(str, rows[:_SHOW_ROWS]))
+    more = f", … ({len(rows)} rows)" if len(rows) > _SHOW_ROWS else ""
+    return f"column '{column}' {what} at rows [{shown}{more}]"
+
+
+def validate(df: pd.DataFrame, schema: pa.DataFrameSchema, source: str) -> pd.DataFrame:
+    """Validate ``df`` lazily (all checks run); raise one line naming ``source`` on failure."""
+    try:
+        return schema.validate(df, lazy=True)
+    except SchemaErrors as exc:
+        problems = list(dict.fromkeys(_describe(e, df) for e in exc.schema_errors))
+        message = f"{source}: {problems[0]}"
+        if len(problems) > 1:
+            others = "; ".join(problems[1:4]) + ("; …" if len(problems) > 4 else "")
+            message += f" (and {len(problems) - 1} more: {others})"
+        raise DataValidationError(message, problems, exc.failure_cases) from exc
+
+
+def validate_transitions(
+    df: pd.DataFrame,
+    source: str,
+    action_dim: int,
+    discrete: bool,
+    vector_columns: Sequence[str] = (),
+    obs_low: Mapping | None = None,
+    obs_high: Mapping | None = None,
+) -> pd.DataFrame:
+    """Validate a transitions table; see :func:`transitions_schema` for the arguments."""
+    schema = transitions_schema(action_dim, discrete, vector_columns, obs_low, obs_high)
+    return validate(df, schema, source)
+
+
+def validate_episodes(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Validate an episodes table (evaluation episodes, or any episode list)."""
+    return validate(df, EPISODES, source)
+
+
+def validate_eval_episodes(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Validate the evaluation episodes table (the episodes schema)."""
+    return validate(df, EPISODES, source)
+
+
+def validate_train_returns(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Validate ``metrics/train/returns.csv`` (episodes with non-decreasing ``env_step``)."""
+    return validate(df, TRAIN_RETURNS, source)
+
+
+def validate_train_losses(df: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Validate ``metrics/train/losses.csv``: increasing ``gradient_step``, finite losses."""
+    return validate(df, TRAIN_LOSSES, source)
+
+
+def read_csv(path: str | Path, validator: Callable[..., pd.DataFrame], **kwargs) -> pd.DataFrame:
+    """Read a CSV and validate it with ``validator(df, source=path, **kwargs)``."""
+    return validator(pd.read_csv(path), str(path), **kwargs)

@@ -1,0 +1,57 @@
+"""Stage plot: learning curves and evaluation frames as PNGs, logged to MLflow.
+
+    python -m stages.plot --curves metrics/train --eval metrics/eval.json --media media/eval \
+        --out plots
+writes plots/returns.png, plots/losses.png and (when a video exists) plots/eval_frames.png.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from pipeline import cli, plots, schemas
+from pipeline.media import read_gif
+from pipeline.tracking import pipeline_parent_id, stage_run
+
+FRAME_GRID = 16  # frames shown in eval_frames.png
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = cli.parser(__doc__.splitlines()[0])
+    p.add_argument("--curves", default="metrics/train")
+    p.add_argument("--eval", default="metrics/eval.json")
+    p.add_argument("--media", default="media/eval")
+    p.add_argument("--out", default="plots")
+    args = p.parse_args(argv)
+    cfg = cli.setup(args.params)
+    curves, out = Path(args.curves), Path(args.out)
+    # Validate what crosses the stage boundary before drawing it.
+    schemas.read_csv(curves / "returns.csv", schemas.validate_train_returns)
+    schemas.read_csv(curves / "losses.csv", schemas.validate_train_losses)
+    try:
+        evaluation = json.loads(Path(args.eval).read_text())
+    except (OSError, ValueError) as exc:
+        raise FileNotFoundError(f"{args.eval}: missing or corrupt evaluation summary ({exc})") \
+            from None
+    with stage_run(cfg, "plot", pipeline_parent_id(cfg)) as run:
+        written = [
+            plots.plot_returns(curves / "returns.csv", evaluation, out / "returns.png",
+                               title=cfg.env.id),
+            plots.plot_losses(curves / "losses.csv", out / "losses.png", title=cfg.env.id),
+        ]
+        video = Path(args.media) / "episode.gif"
+        if video.exists():
+            frames = read_gif(video)
+            every = max(1, len(frames) // FRAME_GRID)
+            written.append(plots.plot_frames(
+                frames[::every][:FRAME_GRID], out / "eval_frames.png",
+                title=f"{cfg.env.id}: evaluation episode, every {every}th frame"))
+        for path in written:
+            run.log_artifact(path, "plots")
+    print("plot: " + ", ".join(str(p) for p in written))
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

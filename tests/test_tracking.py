@@ -1,0 +1,333 @@
+"""pipeline.tracking against a throw-away sqlite store (one per module: creating one takes ~2 s)."""
+
+import math
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+mlflow = pytest.importorskip("mlflow")
+from mlflow import MlflowClient  # noqa: E402
+
+from dreamer.config import config_from_dict  # noqa: E402
+from pipeline import tracking  # noqa: E402
+
+# mlflow 3.17 itself triggers this SQLAlchemy deprecation when it opens a sqlite store
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """The default resolution pointed at a temporary project root: ``$DVC_ROOT/mlflow.db``.
+
+    The working directory is an empty folder, so a stray ``./mlruns`` would show up there.
+    """
+    root = tmp_path_factory.mktemp("project")
+    cwd = tmp_path_factory.mktemp("cwd")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DVC_ROOT", str(root))
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        mp.delenv("DVC_EXP_NAME", raising=False)
+        mp.chdir(cwd)
+        uri = tracking.resolve_tracking_uri()
+        yield {"root": root, "cwd": cwd, "uri": uri, "client": MlflowClient(uri)}
+
+
+@pytest.fixture(scope="module")
+def cfg():
+    return config_from_dict({"env": {"id": "CartPole-v1"}, "mlflow": {"experiment": "test"}})
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# --- resolution -----------------------------------------------------------------------------------
+def test_default_uri_is_absolute_sqlite_under_dvc_root(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    uri = tracking.resolve_tracking_uri()
+    assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert uri.startswith("sqlite:////")
+    assert tracking.artifact_root(uri) == (tmp_path.resolve() / "mlartifacts").as_uri()
+
+
+def test_default_root_is_git_top_level(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "stages").mkdir()
+    monkeypatch.chdir(tmp_path / "stages")
+    assert tracking.resolve_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+
+
+def test_env_var_wins_over_config_and_relative_sqlite_is_rooted(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    assert tracking.resolve_tracking_uri("sqlite:///other.db") == "http://tracking.example:5000"
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking.resolve_tracking_uri("http://team:5000") == "http://team:5000"
+    assert tracking.resolve_tracking_uri("sqlite:///runs/m.db") == (
+        f"sqlite:///{tmp_path.resolve()}/runs/m.db"
+    )
+
+
+def test_unreachable_server_fails_fast_with_one_line(cfg, monkeypatch):
+    url = f"http://127.0.0.1:{_free_port()}"
+    start = time.monotonic()
+    with pytest.raises(tracking.MlflowUnavailable) as info:
+        tracking.check_tracking(url)
+    message = str(info.value)
+    assert message.startswith(f"mlflow tracking server {url} is unreachable (")
+    assert "\n" not in message
+    assert isinstance(info.value, RuntimeError)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    with pytest.raises(tracking.MlflowUnavailable, match="unreachable"):
+        with tracking.stage_run(cfg, "warmup"):
+            pytest.fail("the block must not run")
+    assert time.monotonic() - start < 10
+
+
+# --- runs -----------------------------------------------------------------------------------------
+def test_stage_runs_nest_under_one_parent_with_tags_and_params(store, cfg):
+    client = store["client"]
+    with tracking.stage_run(cfg, "warmup") as warmup:
+        warmup.log_metrics({"warmup/episodes": 3}, step=100)
+    with tracking.stage_run(cfg, "train", parent_run_id=warmup.parent_run_id) as train:
+        pass
+    assert train.parent_run_id == warmup.parent_run_id
+    assert train.run_id != warmup.run_id
+
+    parent = client.get_run(warmup.parent_run_id)
+    assert parent.info.run_name.startswith("pipeline CartPole-v1 ")
+    assert parent.data.tags["stage"] == "pipeline"
+    assert parent.info.status == "FINISHED"
+    experiment = client.get_experiment(parent.info.experiment_id)
+    assert experiment.name == "test"
+    assert experiment.artifact_location == (store["root"].resolve() / "mlartifacts").as_uri()
+
+    for stage_run, stage in [(warmup, "warmup"), (train, "train")]:
+        run = client.get_run(stage_run.run_id)
+        assert run.info.run_name == stage
+        assert run.info.status == "FINISHED"
+        tags = run.data.tags
+        assert tags["mlflow.parentRunId"] == warmup.parent_run_id
+        assert tags["stage"] == stage
+        assert tags["env_id"] == "CartPole-v1"
+        assert tags["dvc_exp_name"] == "workspace"
+        assert tags["config_hash"] == cfg.hash()
+        assert tags["git_commit"]
+        assert run.data.params["training.lr"] == str(cfg.training.lr)
+        assert run.data.params["env.id"] == "CartPole-v1"
+        assert set(run.data.params) == set(cfg.flat())
+    assert client.get_run(warmup.run_id).data.metrics == {"warmup/episodes": 3.0}
+    assert (store["root"] / "mlflow.db").is_file()
+    assert not (store["cwd"] / "mlruns").exists()
+    assert not list(store["cwd"].iterdir())
+
+
+def test_unknown_parent_gets_a_new_parent_and_one_warning(store, cfg, capsys):
+    missing = "0" * 32
+    with tracking.stage_run(cfg, "evaluate", parent_run_id=missing) as run:
+        pass
+    with tracking.stage_run(cfg, "plot", parent_run_id=missing):
+        pass
+    assert run.parent_run_id != missing
+    parent = store["client"].get_run(run.parent_run_id)
+    assert parent.info.run_name.startswith("pipeline CartPole-v1")
+    assert capsys.readouterr().err.count(missing) == 1
+
+
+def test_parent_of_another_dvc_experiment_is_not_reused(store, cfg, monkeypatch):
+    """A cached upstream stage hands over the parent of the execution that produced it."""
+    with tracking.stage_run(cfg, "warmup") as warmup:  # workspace
+        pass
+    monkeypatch.setenv("DVC_EXP_NAME", "lucky-lark")
+    with tracking.stage_run(cfg, "train", parent_run_id=warmup.parent_run_id) as train:
+        pass
+    with tracking.stage_run(cfg, "evaluate", parent_run_id=train.parent_run_id) as evaluate:
+        pass
+    assert train.parent_run_id != warmup.parent_run_id
+    assert evaluate.parent_run_id == train.parent_run_id
+    parent = store["client"].get_run(train.parent_run_id)
+    assert parent.info.run_name.startswith("pipeline CartPole-v1 lucky-lark ")
+    assert parent.data.tags["dvc_exp_name"] == "lucky-lark"
+
+
+def test_pipeline_parent_id_gives_one_parent_per_execution(store, monkeypatch):
+    cfg = config_from_dict({"env": {"id": "CartPole-v1"}, "mlflow": {"experiment": "grouping"}})
+    client = store["client"]
+
+    def execute(*stages):
+        parents = set()
+        for stage in stages:
+            with tracking.stage_run(cfg, stage, tracking.pipeline_parent_id(cfg)) as run:
+                parents.add(run.parent_run_id)
+        assert len(parents) == 1
+        [parent] = parents
+        children = client.search_runs(
+            [run.experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent}'"
+        )
+        assert sorted(c.data.tags["stage"] for c in children) == sorted(stages)
+        return parent
+
+    assert tracking.pipeline_parent_id(cfg) is None  # no experiment yet
+    first = execute("warmup", "train", "evaluate", "plot")
+    assert tracking.pipeline_parent_id(cfg) == first
+    second = execute("evaluate", "plot")  # `dvc repro` after editing evaluate.episodes
+    third = execute("plot")
+    fourth = execute("evaluate", "plot")  # evaluate comes before the last parent's plot
+    assert len({first, second, third, fourth}) == 4
+    monkeypatch.setenv("DVC_EXP_NAME", "brave-bee")
+    assert tracking.pipeline_parent_id(cfg) is None
+    assert execute("train", "evaluate") not in {first, second, third, fourth}
+
+
+def test_failed_block_marks_run_failed_and_reraises(store, cfg):
+    with pytest.raises(ValueError, match="loss/reward is NaN"):
+        with tracking.stage_run(cfg, "train") as run:
+            raise ValueError("loss/reward is NaN at gradient step 12")
+    child = store["client"].get_run(run.run_id)
+    assert child.info.status == "FAILED"
+    assert child.data.tags["error"].startswith("ValueError: loss/reward is NaN")
+    assert store["client"].get_run(run.parent_run_id).info.status == "FAILED"
+
+
+def test_dvc_experiment_name_tag(store, cfg, monkeypatch):
+    monkeypatch.setenv("DVC_EXP_NAME", "lucky-lark")
+    with tracking.stage_run(cfg, "warmup") as run:
+        run.set_tags({"note": 1})
+    tags = store["client"].get_run(run.run_id).data.tags
+    assert tags["dvc_exp_name"] == "lucky-lark"
+    assert tags["note"] == "1"
+
+
+def test_log_metric_rows_logs_whole_curves_in_batches(store, cfg):
+    rows = [
+        {
+            "gradient_step": 10 * i,
+            "env_step": 100 * i,
+            "loss/reconstruction": 1.0 / (i + 1),
+            "loss/kl_dynamics": math.nan if i == 3 else float(i),
+            "updates_per_second": math.inf if i == 4 else 2.0,
+            "note": "text is skipped",
+        }
+        for i in range(700)
+    ]
+    with tracking.stage_run(cfg, "train") as run:
+        logged = run.log_metric_rows(rows, step_key="gradient_step")
+        n_returns = run.log_metric_rows(
+            [{"env_step": 50, "return": -120.5, "episode": 0}],
+            "env_step",
+            prefix="train/",
+            keys=["return"],
+        )
+    assert logged == 700 * 4 - 2 and n_returns == 1
+    client = store["client"]
+    history = client.get_metric_history(run.run_id, "loss/reconstruction")
+    assert sorted(m.step for m in history) == [10 * i for i in range(700)]
+    by_step = {m.step: m.value for m in history}
+    assert by_step[20] == pytest.approx(1 / 3)
+    kl_steps = {m.step for m in client.get_metric_history(run.run_id, "loss/kl_dynamics")}
+    assert 30 not in kl_steps and len(kl_steps) == 699
+    [ret] = client.get_metric_history(run.run_id, "train/return")
+    assert (ret.step, ret.value) == (50, -120.5)
+    assert "train/episode" not in client.get_run(run.run_id).data.metrics
+
+
+def test_artifact_round_trip(store, cfg, tmp_path):
+    table = tmp_path / "episodes.csv"
+    table.write_text("episode,return\n0,1.5\n")
+    folder = tmp_path / "plots"
+    folder.mkdir()
+    (folder / "returns.png").write_bytes(b"\x89PNG fake")
+    with tracking.stage_run(cfg, "evaluate") as run:
+        run.log_artifact(table, "tables")
+        run.log_artifact(folder, "plots")
+        run.log_dict({"eval/return_mean": 1.5}, "eval.json")
+    got = tracking.download_artifact(run.run_id, "tables/episodes.csv", tmp_path / "dl")
+    assert got.read_text() == table.read_text()
+    got = tracking.download_artifact(run.run_id, "plots", tmp_path / "dl2")
+    assert (got / "returns.png").read_bytes() == b"\x89PNG fake"
+    got = tracking.download_artifact(run.run_id, "config.json", tmp_path / "dl3")
+    assert '"CartPole-v1"' in got.read_text()
+    # artifacts live beside the database, not in the working directory
+    assert list((store["root"] / "mlartifacts").rglob("episodes.csv"))
+    assert not (store["cwd"] / "mlruns").exists()
+
+
+def test_pytorch_model_round_trip(store, cfg):
+    torch = pytest.importorskip("torch")
+    model = torch.nn.Linear(3, 2)
+    with tracking.stage_run(cfg, "train") as run:
+        uri = run.log_pytorch_model(model, "agent")
+    loaded = tracking.load_pytorch_model(uri, store["uri"])
+    x = torch.ones(1, 3)
+    assert torch.equal(loaded(x), model(x))
+
+
+def test_experiment_creation_race_is_tolerated(store):
+    client = store["client"]
+    tracking.get_or_create_experiment("raced", None, client)
+
+    class LateClient:
+        """Sees no experiment at first, as if another process created it just after."""
+
+        tracking_uri = client.tracking_uri
+        calls = 0
+
+        def get_experiment_by_name(self, name):
+            self.calls += 1
+            return None if self.calls == 1 else client.get_experiment_by_name(name)
+
+        def create_experiment(self, name, artifact_location=None):
+            return client.create_experiment(name, artifact_location=artifact_location)
+
+    assert tracking.get_or_create_experiment("raced", None, LateClient()) == (
+        client.get_experiment_by_name("raced").experiment_id
+    )
+
+
+def test_deleted_experiment_is_a_clear_error(store):
+    client = store["client"]
+    experiment_id = tracking.get_or_create_experiment("gone", None, client)
+    client.delete_experiment(experiment_id)
+    with pytest.raises(tracking.TrackingError, match="'gone' is deleted"):
+        tracking.get_or_create_experiment("gone", None, client)
+
+
+def test_sqlite_parent_folder_is_created(tmp_path):
+    tracking.check_tracking(f"sqlite:///{tmp_path}/deep/er/mlflow.db")
+    assert Path(tmp_path, "deep", "er").is_dir()
+
+
+def test_parallel_stages_can_create_a_new_store_together(tmp_path):
+    """Two processes (two queued ``dvc exp`` runs) opening a store that does not exist yet."""
+    script = (
+        "from dreamer.config import config_from_dict\n"
+        "from pipeline import tracking\n"
+        "cfg = config_from_dict({'mlflow': {'experiment': 'parallel'}})\n"
+        "with tracking.stage_run(cfg, 'warmup') as run:\n"
+        "    run.log_metrics({'x': 1.0})\n"
+    )
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "DVC_ROOT": str(tmp_path), "PYTHONPATH": str(repo)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", script], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    errors = [proc.communicate(timeout=120)[1] for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], errors
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name("parallel")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(run.data.tags["stage"] for run in runs) == ["pipeline"] * 2 + ["warmup"] * 2
