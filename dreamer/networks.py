@@ -88,7 +88,7 @@ class BlockLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(groups, out_per_group)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:  # (N, G, I) → (N, G, O)
-        y = torch.einsum("ngi,gio->ngo", x, self.weight)
+        y = torch.bmm(x.transpose(0, 1), self.weight).transpose(0, 1)  # (G, N, O) viewed as (N, G, O)
         return y + self.bias if self.bias is not None else y
 
 
@@ -99,6 +99,10 @@ class BlockGRU(nn.Module):
     embedding is broadcast to every group and concatenated to that group's slice of the state, then
     one normalised block-linear layer and a block-linear gate layer update each group. The update gate
     is biased by −1 so the state is mostly kept early in training.
+
+    The concatenation ``[state_g, embedding] @ W_g`` is computed as ``state_g @ W_state_g +
+    embedding @ W_input[:, g]``: the same function, but the embedding's part is one dense matmul for
+    all groups instead of ``blocks`` copies of the embedding (saves a (N, G, 3·hidden) copy per step).
     """
 
     def __init__(self, deter: int, stoch_flat: int, action_dim: int, hidden: int, blocks: int):
@@ -108,7 +112,14 @@ class BlockGRU(nn.Module):
         self.embed_stoch = NormLayer(stoch_flat, hidden)
         self.embed_action = NormLayer(action_dim, hidden)
         self.embed_deter = NormLayer(deter, hidden)
-        self.hidden_layer = BlockLinear(blocks, per_group + 3 * hidden, per_group, bias=False)
+        self.state_layer = BlockLinear(blocks, per_group, per_group, bias=False)
+        self.input_layer = nn.Linear(3 * hidden, deter, bias=False)  # (3·hidden) → (G·D/G)
+        # fan-avg init of the official (per_group + 3·hidden → per_group) block layer
+        fan = (per_group + 3 * hidden + per_group) / 2
+        for weight in (self.state_layer.weight, self.input_layer.weight):
+            std = math.sqrt(1.0 / fan) / 0.87962566103423978
+            with torch.no_grad():
+                nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
         self.hidden_norm = nn.RMSNorm(per_group, eps=NORM_EPS)  # shared over groups
         self.gates = BlockLinear(blocks, per_group, 3 * per_group)
 
@@ -119,8 +130,8 @@ class BlockGRU(nn.Module):
             [self.embed_stoch(stoch_flat), self.embed_action(action), self.embed_deter(deter)], -1
         )  # (N, 3·hidden)
         grouped = deter.view(N, G, -1)  # (N, G, D/G)
-        x = torch.cat([grouped, inputs.unsqueeze(1).expand(N, G, inputs.shape[-1])], -1)
-        x = F.silu(self.hidden_norm(self.hidden_layer(x)))  # (N, G, D/G)
+        x = self.state_layer(grouped) + self.input_layer(inputs).view(N, G, -1)  # (N, G, D/G)
+        x = F.silu(self.hidden_norm(x))
         reset, candidate, update = self.gates(x).chunk(3, -1)  # each (N, G, D/G)
         reset = torch.sigmoid(reset)
         candidate = torch.tanh(reset * candidate)

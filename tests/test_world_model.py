@@ -61,7 +61,7 @@ def test_continue_loss_targets_non_terminal(tiny_config):
     wm = _world_model(tiny_config, spec)
     batch = make_batch(spec, T=8, terminal_at=5)
     optimiser = torch.optim.Adam(wm.parameters(), lr=3e-3)
-    for _ in range(60):
+    for _ in range(150):
         optimiser.zero_grad()
         _, losses, _ = wm.loss(batch)
         losses["continuation"].mean().backward()
