@@ -7,11 +7,11 @@ either the old file or the new one, never half of one.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
+
+from .atomic import atomic_path
 
 FORMAT_VERSION = 1
 
@@ -22,18 +22,8 @@ class CheckpointError(ValueError):
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
     """Write ``payload`` (tensors, numbers, strings, lists, dicts) atomically to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format_version": FORMAT_VERSION, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path, sync=True) as tmp:
+        torch.save({"format_version": FORMAT_VERSION, **payload}, tmp)
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

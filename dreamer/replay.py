@@ -38,7 +38,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import os
 import zipfile
 import zlib
 from pathlib import Path
@@ -47,6 +46,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from dreamer.atomic import atomic_path, write_bytes
 from dreamer.envs import EnvSpec
 
 FORMAT_VERSION = 1
@@ -335,7 +335,7 @@ class ReplayBuffer:
                 for c in used
             },
         }
-        _write_atomic(directory / "meta.json", json.dumps(meta, indent=1).encode())
+        write_bytes(directory / "meta.json", json.dumps(meta, indent=1).encode(), sync=True)
         for stale in set(directory.glob("chunk_*.npz")) - {directory / n for n in meta["chunks"]}:
             stale.unlink()
         self._synced_dir = directory.resolve()
@@ -387,19 +387,6 @@ class ReplayBuffer:
 
 
 # --- file helpers ---------------------------------------------------------------------------------
-def _write_atomic(path: Path, payload: bytes | None = None, writer=None) -> None:
-    """Write ``payload`` (or call ``writer(file)``) to a temp file, fsync, rename onto ``path``."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "wb") as file:
-        if writer is None:
-            file.write(payload)
-        else:
-            writer(file)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
-
-
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, int]:
     """Write an ``.npz`` readable by ``np.load``, byte-identical for identical arrays.
 
@@ -411,18 +398,14 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, int]:
         ``{array name: CRC-32 of its .npy member}``.
     """
     crcs = {}
-
-    def write(file):
-        with zipfile.ZipFile(file, "w", allowZip64=True) as archive:
-            for name, array in arrays.items():
-                member = io.BytesIO()
-                np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
-                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                info.external_attr = 0o644 << 16  # readable when unzipped by hand
-                archive.writestr(info, member.getbuffer(), zipfile.ZIP_DEFLATED, compresslevel=3)
-                crcs[name] = zlib.crc32(member.getbuffer())
-
-    _write_atomic(path, writer=write)
+    with atomic_path(path, sync=True) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
+        for name, array in arrays.items():
+            member = io.BytesIO()
+            np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16  # readable when unzipped by hand
+            archive.writestr(info, member.getbuffer(), zipfile.ZIP_DEFLATED, compresslevel=3)
+            crcs[name] = zlib.crc32(member.getbuffer())
     return crcs
 
 

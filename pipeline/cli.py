@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from dreamer.agent import NonFiniteLossError
+from dreamer.atomic import write_text
 from dreamer.checkpoint import CheckpointError
 from dreamer.config import Config, ConfigError, load_config
 from dreamer.envs import EnvSpecError
@@ -57,15 +56,6 @@ def run(main: Callable[[list[str] | None], object], argv: list[str] | None = Non
 def write_json(path: str | Path, data: dict) -> None:
     """Write JSON atomically (temp file in the same folder, then rename)."""
     write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
-def write_text(path: str | Path, text: str) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def write_csv(path: str | Path, frame) -> None:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from dreamer.atomic import atomic_path
 
 
 def write_gif(path: str | Path, frames: np.ndarray, fps: int = 30, max_side: int = 256) -> None:
@@ -19,15 +19,9 @@ def write_gif(path: str | Path, frames: np.ndarray, fps: int = 30, max_side: int
     if scale < 1:
         size = (round(images[0].width * scale), round(images[0].height * scale))
         images = [im.resize(size, Image.BILINEAR) for im in images]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".gif")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         images[0].save(tmp, save_all=True, append_images=images[1:], loop=0,
                        duration=max(1, round(1000 / fps)), optimize=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def read_gif(path: str | Path) -> np.ndarray:

@@ -20,6 +20,8 @@ from matplotlib import ticker
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from dreamer.atomic import atomic_path
+
 DPI = 120
 _STEP_COLUMNS = ("gradient_step", "env_step", "wall_seconds")
 _RAW = dict(color="tab:blue", alpha=0.3, linewidth=0.8)
@@ -29,14 +31,8 @@ _SMOOTH = dict(color="tab:blue", linewidth=1.8)
 def _save(fig: Figure, out_png: str | os.PathLike) -> Path:
     """Write ``fig`` to ``out_png`` atomically (temporary file in the same folder, then rename)."""
     out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")  # not mkstemp: keep umask permissions
-    try:
+    with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return out
 
 

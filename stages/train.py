@@ -93,19 +93,21 @@ def main(argv: list[str] | None = None) -> None:
             run.log_metric_rows(curves["losses"], "gradient_step")
         bar = tqdm(total=cfg.training.env_steps, initial=trainer.counters.env_steps,
                    unit="step", desc="train", dynamic_ncols=True, mininterval=1.0)
+        postfix = {}  # recent return and updates/s, shown after the bar
 
         def on_episode(record):
             curves["returns"].append(record.row())
             run.log_metrics({"train/return": record.score, "train/length": record.length},
                             step=record.env_step)
             recent = [r["return"] for r in curves["returns"][-10:]]
-            bar.set_postfix(ret=f"{sum(recent) / len(recent):.1f}", refresh=False)
+            postfix["return"] = f"{sum(recent) / len(recent):.1f}"
+            bar.set_postfix(postfix, refresh=False)
 
         def on_metrics(row):
             curves["losses"].append(row)
             run.log_metrics(row, step=row["gradient_step"])
-            bar.set_postfix(ret=bar.postfix, ups=f"{row['updates_per_second']:.2f}",
-                            refresh=False)
+            postfix["updates/s"] = f"{row['updates_per_second']:.2f}"
+            bar.set_postfix(postfix, refresh=False)
 
         def on_checkpoint(trainer):
             replay.save(checkpoint / "replay")

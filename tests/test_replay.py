@@ -253,14 +253,14 @@ def test_interrupted_save_is_detected(spec, tmp_path, monkeypatch):
     buffer.save(tmp_path)
     _fill(buffer, 25, 30)  # wraps into chunk 0
 
-    original = replay_module._write_atomic
+    original = replay_module.write_bytes
 
-    def crash_on_meta(path, payload=None, writer=None):
+    def crash_on_meta(path, data, sync=False):
         if path.name == "meta.json":
             raise KeyboardInterrupt
-        original(path, payload, writer)
+        original(path, data, sync)
 
-    monkeypatch.setattr(replay_module, "_write_atomic", crash_on_meta)
+    monkeypatch.setattr(replay_module, "write_bytes", crash_on_meta)
     with pytest.raises(KeyboardInterrupt):
         buffer.save(tmp_path)
     with pytest.raises(ReplayError, match="does not match meta.json"):
