@@ -69,7 +69,7 @@ class ReturnNormalizer(nn.Module):
 
 class Imagination(NamedTuple):
     """An imagined rollout from N starts. Features/actions ``(N, H+1, ...)``; action k is taken
-    at state k (the last one only feeds the entropy term)."""
+    at state k (the last one is never used). Continuous actions are the unclipped samples."""
 
     features: Tensor
     actions: Tensor
@@ -99,22 +99,31 @@ class ActorCritic(nn.Module):
         return BoundedNormal(mean, std, self.cfg.min_std, self.cfg.max_std)
 
     def sample_action(self, feat: Tensor, deterministic: bool = False) -> Tensor:
+        """An action for the env: one-hot, or the continuous sample clipped to [−1, 1]."""
         dist = self.policy(feat)
-        action = dist.mode() if deterministic else dist.sample()
+        return self._clip(dist.mode() if deterministic else dist.sample())
+
+    def _clip(self, action: Tensor) -> Tensor:
         return action if self.discrete else action.clamp(-1.0, 1.0)
 
     def imagine(self, world_model: WorldModel, start: State) -> Imagination:
-        """Roll the prior H steps from ``start (N, ...)`` with the actor."""
+        """Roll the prior H steps from ``start (N, ...)`` with the actor.
+
+        The dynamics receive the action clipped to [−1, 1], as the env and the replay do; the
+        rollout keeps the unclipped sample, whose log-probability is the unbiased REINFORCE score.
+        (Scoring the clipped value biases the std upward: clipped samples look closer to the
+        mean than they were drawn, so a negative advantage pushes the std to its maximum.)
+        """
         state, features, actions = start, [], []
         for _ in range(self.cfg.horizon):
             feat = state.features()
-            action = self.sample_action(feat)
+            action = self.policy(feat).sample()
             features.append(feat)
             actions.append(action)
-            state = world_model.rssm.imagine_step(state, action)
+            state = world_model.rssm.imagine_step(state, self._clip(action))
         feat = state.features()
         features.append(feat)
-        actions.append(self.sample_action(feat))
+        actions.append(self.policy(feat).sample())
         return Imagination(torch.stack(features, 1), torch.stack(actions, 1))
 
     @torch.no_grad()
@@ -145,16 +154,19 @@ class ActorCritic(nn.Module):
             reward = world_model.reward(feat)  # (N, H+1)
             continues = world_model.continue_prob(feat)
         continues = torch.cat([start_continue.unsqueeze(1), continues[:, 1:]], 1)
-        critic_logits = self.critic(feat if through_dynamics else feat.detach())  # (N, H+1, K)
-        value = TwoHot(critic_logits).mean()  # (N, H+1)
-        bootstrap = value if through_dynamics else value.detach()
+        critic_logits = self.critic(feat.detach())  # (N, H+1, K), trained below
+        value = TwoHot(critic_logits).mean().detach()  # (N, H+1)
+        # Dynamics backprop differentiates the returns through the bootstrap values as well; that
+        # needs its own critic pass on the non-detached features (the critic's own loss must not
+        # share a graph with the actor's, which is freed by the actor's backward).
+        bootstrap = TwoHot(self.critic(feat)).mean() if through_dynamics else value
         returns = lambda_return(reward, continues, bootstrap, cfg.gamma, cfg.return_lambda)
         # Weight of each imagined step: discounted probability that the trajectory is alive.
         weight = (torch.cumprod(cfg.gamma * continues, 1) / cfg.gamma).detach()  # (N, H+1)
 
         self.return_norm.update(returns.detach())
         scale = self.return_norm.scale()
-        advantage = (returns - value[:, :-1].detach()) / scale  # (N, H)
+        advantage = (returns - value[:, :-1]) / scale  # (N, H)
 
         policy = self.policy(feat[:, :-1].detach())
         entropy = policy.entropy()  # (N, H)

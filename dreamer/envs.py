@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -25,6 +26,11 @@ from gymnasium.envs.registration import load_env_creator
 
 from dreamer.config import EnvConfig
 from dreamer.seeding import seed_env
+
+# Rendering is always offscreen (rgb_array): keep pygame/SDL from looking for a display or a sound
+# card, which prints "XDG_RUNTIME_DIR is invalid" on headless machines.
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
 _SUPPORTED_OBS = "Box vectors, uint8 Box images (H, W) or (H, W, C≤4), a flat Dict of those"
 _SUPPORTED_ACTIONS = "Discrete, bounded Box"
@@ -333,6 +339,17 @@ class DreamerEnv:
         self._env.unwrapped.np_random = _generator_from_state(state["env"])
         self._env.action_space.np_random.bit_generator.state = state["action_space"]
         self._seeded = state["seeded"]
+
+    def vector_bounds(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per vector key, the flattened ``(low, high)`` of its Box (±inf where unbounded)."""
+        space = self._env.observation_space
+        bounds = {}
+        for field in self._obs_fields:
+            if not field.is_image:
+                box = space if field.source is None else space[field.source]
+                bounds[field.key] = (np.asarray(box.low, np.float64).reshape(-1),
+                                     np.asarray(box.high, np.float64).reshape(-1))
+        return bounds
 
     def render(self) -> np.ndarray | None:
         """The current RGB frame ``(H, W, 3)`` uint8, or None unless render_mode is rgb_array."""

@@ -17,10 +17,12 @@ import numpy as np
 
 from .agent import Agent
 from .config import Config
+from .envs import DreamerEnv
 from .replay import ReplayBuffer
-from .seeding import restore_rng_state, rng_state
+from .seeding import restore_rng_state, rng_state, seed_everything
 
 Policy = Callable[[dict, bool], np.ndarray]
+TRAIN_ENV_SEED_OFFSET = 1  # the warm-up env uses `seed`; training continues with new episodes
 
 
 @dataclass
@@ -232,3 +234,22 @@ class Trainer:
         self.collector.env_steps = state["collector"]["env_steps"]
         self.collector.episodes = state["collector"]["episodes"]
         self._last_log = (time.perf_counter(), self.agent.gradient_steps)
+
+
+def train(cfg: Config, hooks: Hooks | None = None) -> tuple[Agent, Counters]:
+    """The whole loop in one call, in memory: seed, random warm-up, then :class:`Trainer`.
+
+    The same steps as the ``warmup`` and ``train`` stages without their files, for notebooks and
+    scripts: ``agent, counters = train(load_config("params.yaml"))``.
+    """
+    seed_everything(cfg.seed)
+    with DreamerEnv(cfg.env, cfg.seed) as warmup_env:
+        replay = ReplayBuffer(warmup_env.spec, cfg.training.replay_capacity)
+        collector, _ = collect_random(warmup_env, replay, cfg.warmup.steps, cfg.seed,
+                                      cfg.env.action_repeat)
+    with DreamerEnv(cfg.env, cfg.seed + TRAIN_ENV_SEED_OFFSET) as env:
+        agent = Agent(env.spec, cfg)
+        trainer = Trainer(agent, env, replay, cfg, start_env_steps=collector.env_steps,
+                          start_episodes=collector.episodes)
+        counters = trainer.run(hooks)
+    return agent, counters

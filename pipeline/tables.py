@@ -7,6 +7,8 @@ import pandas as pd
 from dreamer.loop import EpisodeRecord
 from dreamer.replay import ReplayBuffer
 
+from . import schemas
+
 EPISODE_COLUMNS = ["episode", "seed", "env_step", "length", "return"]
 
 
@@ -16,19 +18,8 @@ def episodes_frame(records: list[EpisodeRecord]) -> pd.DataFrame:
 
 
 def transitions_frame(replay: ReplayBuffer) -> pd.DataFrame:
-    """One row per stored step: step, reward, flags, action_i and vector obs ``obs/<key>_i``.
-
-    Image observations are left out (they are checked by shape and dtype in the replay itself).
-    """
+    """One row per stored step (see :func:`pipeline.schemas.transitions_frame`); images left out."""
     arrays = replay.arrays()
-    columns: dict[str, object] = {"step": range(len(arrays["reward"]))}
-    columns["reward"] = arrays["reward"]
-    for flag in ("is_first", "is_last", "is_terminal"):
-        columns[flag] = arrays[flag]
-    for i in range(arrays["action"].shape[1]):
-        columns[f"action_{i}"] = arrays["action"][:, i]
-    for key in replay.spec.vector_keys:
-        values = arrays[f"obs/{key}"]
-        for i in range(values.shape[1]):
-            columns[f"obs/{key}_{i}"] = values[:, i]
-    return pd.DataFrame(columns)
+    return schemas.transitions_frame(
+        arrays["reward"], arrays["is_first"], arrays["is_last"], arrays["is_terminal"],
+        arrays["action"], {key: arrays[f"obs/{key}"] for key in replay.spec.vector_keys})

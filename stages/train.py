@@ -18,14 +18,13 @@ from dreamer.agent import Agent
 from dreamer.checkpoint import CheckpointError, load_checkpoint, save_agent, save_checkpoint
 from dreamer.config import Config
 from dreamer.envs import DreamerEnv, EnvSpec
-from dreamer.loop import Hooks, Trainer
+from dreamer.loop import TRAIN_ENV_SEED_OFFSET, Hooks, Trainer
 from dreamer.replay import ReplayBuffer
 from pipeline import cli, schemas
 from pipeline.tracking import pipeline_parent_id, stage_run
 
 # The params sections a training run depends on: a checkpoint resumes only if these match.
 RESUME_SECTIONS = ("seed", "env", "warmup", "model", "world_model", "behavior", "training")
-TRAIN_ENV_SEED_OFFSET = 1  # the warm-up env used `seed`; training continues with new episodes
 
 
 def read_warmup(folder: Path, cfg: Config) -> tuple[dict, EnvSpec, ReplayBuffer]:
@@ -149,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         run.log_metrics({f"summary/{k}": v for k, v in summary.items()})
         run.log_artifact(curves_dir, "curves")
         run.log_artifact(args.agent, "model")
-        run.log_pytorch_model(agent.eval(), "agent")
+        run.set_tags({"model_uri": run.log_pytorch_model(agent.eval(), "agent")})
     print(f"train: {counters.env_steps} env steps, {agent.gradient_steps} updates, "
           f"{summary['wall_seconds']:.0f}s -> {args.agent}")
 

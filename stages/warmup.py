@@ -30,10 +30,14 @@ def main(argv: list[str] | None = None) -> None:
         collector, records = collect_random(env, replay, cfg.warmup.steps, cfg.seed,
                                     cfg.env.action_repeat)
         env.close()
-        spec = env.spec
+        spec, bounds = env.spec, env.vector_bounds()
         transitions = schemas.validate_transitions(
             tables.transitions_frame(replay), f"{out}/replay", action_dim=spec.action_dim,
-            discrete=spec.discrete)
+            discrete=spec.discrete,
+            vector_columns=[c for key, shape in spec.obs_shapes.items() if key in bounds
+                            for c in schemas.vector_columns(key, shape[0])],
+            obs_low={key: low for key, (low, _) in bounds.items()},
+            obs_high={key: high for key, (_, high) in bounds.items()})
         episodes = schemas.validate_episodes(tables.episodes_frame(records), f"{out}/episodes.csv")
 
         # Write everything into a temporary folder, then swap it in: never a half-written out.

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from dreamer.actor_critic import ActorCritic, ReturnNormalizer, lambda_return
+from dreamer.distributions import BoundedNormal
 from dreamer.world_model import WorldModel
 
 from .conftest import make_spec
@@ -44,14 +45,21 @@ def test_actor_outputs_and_imagination_shapes(tiny_config, discrete):
     wm = WorldModel(spec, tiny_config.model, tiny_config.world_model)
     ac = ActorCritic(tiny_config.model, tiny_config.behavior, 3, discrete)
     start = wm.rssm.initial(6, "cpu")
+    fed = []  # the actions the dynamics receive
+    step = wm.rssm.imagine_step
+    wm.rssm.imagine_step = lambda state, action: fed.append(action) or step(state, action)
     imagined = ac.imagine(wm, start)
     H = tiny_config.behavior.horizon
     assert imagined.features.shape == (6, H + 1, tiny_config.model.feature_dim)
-    assert imagined.actions.shape == (6, H + 1, 3)
+    assert imagined.actions.shape == (6, H + 1, 3) and len(fed) == H
     if discrete:
         assert torch.equal(imagined.actions.sum(-1), torch.ones(6, H + 1))
     else:
-        assert imagined.actions.abs().max() <= 1.0
+        # The rollout keeps the raw samples (for unbiased log-probs); the dynamics get them
+        # clipped to [-1, 1], as the env does.
+        assert imagined.actions.abs().max() > 1.0
+        assert torch.stack(fed).abs().max() <= 1.0
+        assert torch.equal(torch.stack(fed, 1), imagined.actions[:, :H].clamp(-1, 1))
     actor_loss, critic_loss, metrics = ac.loss(wm, start, torch.ones(6))
     assert actor_loss.shape == () and critic_loss.shape == ()
     ac.zero_grad()
@@ -83,3 +91,17 @@ def test_slow_critic_tracks_critic_by_ema(tiny_config):
     ac.update_slow_critic()
     rate = tiny_config.behavior.slow_critic_rate
     assert all(torch.allclose(p, torch.full_like(p, rate)) for p in ac.slow_critic.parameters())
+
+
+def test_score_of_raw_samples_has_no_std_bias():
+    """REINFORCE with a constant advantage must not move the std on average: the score of the
+    raw samples has zero mean; that of clipped samples would push the std up."""
+    torch.manual_seed(0)
+    raw_std = torch.zeros(200_000, 1, requires_grad=True)
+    dist = BoundedNormal(torch.zeros(200_000, 1), raw_std, min_std=0.1, max_std=1.0)
+    sample = dist.sample().detach()
+    (raw_grad,) = torch.autograd.grad(dist.log_prob(sample).mean(), raw_std, retain_graph=True)
+    (clipped_grad,) = torch.autograd.grad(
+        dist.log_prob(sample.clamp(-1, 1)).mean(), raw_std)
+    assert abs(raw_grad.sum().item()) < 0.005
+    assert clipped_grad.sum().item() < -0.02

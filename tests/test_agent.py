@@ -6,6 +6,7 @@ import torch
 
 from dreamer.agent import Agent, NonFiniteLossError
 from dreamer.checkpoint import CheckpointError, load_agent, load_checkpoint, save_agent
+from dreamer.config import override
 from dreamer.envs import DreamerEnv
 from dreamer.loop import collect_random
 from dreamer.replay import ReplayBuffer
@@ -30,16 +31,18 @@ def test_act_returns_agent_format_actions(tiny_config, discrete):
     assert mode.shape == (2, 3)
 
 
-def test_train_step_returns_flat_metrics_and_updates(tiny_config):
+@pytest.mark.parametrize("actor_gradient", ["reinforce", "dynamics"])
+def test_train_step_returns_flat_metrics_and_updates(tiny_config, actor_gradient):
     torch.manual_seed(0)
     spec = make_spec()
-    agent = Agent(spec, tiny_config)
+    agent = Agent(spec, override(tiny_config, **{"behavior.actor_gradient": actor_gradient}))
     before = [p.detach().clone() for p in agent.parameters()]
     metrics = agent.train_step(make_batch(spec))
+    metrics = agent.train_step(make_batch(spec, seed=1))  # a second step: optimiser state used
     for key in ["loss/reconstruction", "loss/reward", "loss/continuation", "loss/kl_dynamics",
                 "loss/kl_representation", "loss/actor", "loss/critic", "grad_norm/world_model"]:
         assert np.isfinite(metrics[key]), key
-    assert agent.gradient_steps == 1
+    assert agent.gradient_steps == 2
     changed = [not torch.equal(a, b) for a, b in zip(before, agent.parameters())]
     assert sum(changed) > len(changed) // 2
 

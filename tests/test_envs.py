@@ -102,6 +102,8 @@ def test_pendulum_spec_and_action_rescaling():
             assert env.gym_env.unwrapped.last_u == pytest.approx(torque)
         action = env.random_action()
         assert action.dtype == np.float32 and action.shape == (1,) and -1 <= action[0] <= 1
+        (low, high), = env.vector_bounds().values()
+        assert low.tolist() == [-1, -1, -8] and high.tolist() == [1, 1, 8]
 
 
 def test_cartpole_one_hot_actions_push_the_cart():
@@ -141,6 +143,7 @@ def test_dict_observation_space_keeps_sub_space_names():
         assert env.spec.obs_shapes == {"image": (64, 64, 3), "state": (3,)}
         assert env.spec.image_keys == ("image",) and env.spec.vector_keys == ("state",)
         assert env.spec.discrete and env.spec.action_dim == 2
+        assert set(env.vector_bounds()) == {"state"}
         obs = env.reset()
         obs, _, _, _ = env.step(np.array([1.0, 0.0], np.float32))
         assert obs["image"].dtype == np.uint8 and np.all(obs["image"] == 1)

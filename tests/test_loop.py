@@ -7,7 +7,7 @@ import torch
 from dreamer.agent import Agent
 from dreamer.checkpoint import load_checkpoint, save_checkpoint
 from dreamer.envs import DreamerEnv
-from dreamer.loop import Hooks, Trainer, collect_random
+from dreamer.loop import Hooks, Trainer, collect_random, train
 from dreamer.replay import ReplayBuffer
 from dreamer.seeding import seed_everything
 
@@ -85,3 +85,11 @@ def test_resumed_run_continues_exactly(tmp_path):
     for (name, a), b in zip(whole.agent.state_dict().items(), second.agent.state_dict().values()):
         assert torch.equal(a, b), name
     assert np.array_equal(whole.replay.arrays()["reward"], second.replay.arrays()["reward"])
+
+
+def test_train_in_one_call_on_a_discrete_env():
+    rows = []
+    agent, counters = train(tiny(**{"env.id": "CartPole-v1", "training.env_steps": 150}),
+                            Hooks(on_metrics=rows.append))
+    assert counters.env_steps == 150 and agent.spec.discrete and agent.gradient_steps > 0
+    assert [r["env_step"] for r in rows] == [100, 150]

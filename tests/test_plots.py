@@ -24,7 +24,7 @@ def _check_png(path, min_width=400, min_height=200):
     assert path.stat().st_size > 10_000
     width, height = _png_size(path)
     assert min_width <= width <= 4000 and min_height <= height <= 4000
-    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in path.parent.iterdir() if ".tmp" in p.name]
 
 
 @pytest.fixture(autouse=True)

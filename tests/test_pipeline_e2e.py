@@ -1,0 +1,124 @@
+"""The real pipeline: ``dvc repro`` in a temporary copy of this repository, on debug-size params.
+
+Checks what a user relies on: all four stages run and write their outs; the MLflow store lands at
+the repository root (resolved from ``DVC_ROOT``) with one run per stage under one parent; a second
+``dvc repro`` skips every stage; changing only ``evaluate.episodes`` reruns only ``evaluate`` and
+``plot``; ``dvc exp run -S`` runs an experiment whose runs land in the same store.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+mlflow = pytest.importorskip("mlflow")
+from mlflow import MlflowClient  # noqa: E402
+
+from tests.test_stages import TINY_PARAMS  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("warmup", "train", "evaluate", "plot")
+
+
+def _run(args: list[str], cwd: Path, env: dict) -> str:
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f"{args} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+def _set_params(path: Path, updates: dict) -> None:
+    """Deep-merge ``updates`` into the params file (keeping every key dvc.yaml lists)."""
+    params = yaml.safe_load(path.read_text())
+
+    def merge(node: dict, new: dict) -> None:
+        for key, value in new.items():
+            if isinstance(value, dict) and isinstance(node.get(key), dict):
+                merge(node[key], value)
+            else:
+                node[key] = value
+
+    merge(params, updates)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _ran(output: str) -> set[str]:
+    return {stage for stage in STAGES if f"Running stage '{stage}'" in output}
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory):
+    """A git + DVC copy of this working tree (tracked and untracked-but-not-ignored files)."""
+    root = tmp_path_factory.mktemp("e2e") / "repo"
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
+                           capture_output=True, text=True, check=True).stdout.split("\0")
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, root / name)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("MLFLOW_", "DVC_", "GIT_"))}
+    # dvc.yaml's commands call `python`: the interpreter running these tests.
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
+               GIT_COMMITTER_EMAIL="t@t")
+    _set_params(root / "params.yaml", TINY_PARAMS)
+    _run(["git", "init", "-q"], root, env)
+    _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-qm", "e2e"], root, env)
+    first = _run([sys.executable, "-m", "dvc", "repro"], root, env)
+    return {"root": root, "env": env, "first": first}
+
+
+def test_repro_runs_every_stage_and_lands_runs_in_the_root_store(repo):
+    root = repo["root"]
+    assert _ran(repo["first"]) == set(STAGES)
+    for out in ("data/warmup/meta.json", "models/agent.pt", "metrics/train.json",
+                "metrics/eval.json", "plots/returns.png", "plots/losses.png"):
+        assert (root / out).is_file(), out
+    assert json.loads((root / "metrics/eval.json").read_text())["episodes"] == 2
+    assert (root / "dvc.lock").is_file()
+
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    experiment = client.get_experiment_by_name(TINY_PARAMS["mlflow"]["experiment"])
+    runs = client.search_runs([experiment.experiment_id])
+    stages = sorted(r.data.tags["stage"] for r in runs)
+    assert stages == sorted(["pipeline", *STAGES])
+    assert Path(experiment.artifact_location.removeprefix("file://")) == root / "mlartifacts"
+
+
+def test_second_repro_skips_and_params_change_reruns_only_what_depends_on_it(repo):
+    root, env = repo["root"], repo["env"]
+    again = _run([sys.executable, "-m", "dvc", "repro"], root, env)
+    assert _ran(again) == set()
+    assert all(f"Stage '{stage}' didn't change, skipping" in again for stage in STAGES)
+
+    _set_params(root / "params.yaml", {"evaluate": {"episodes": 3}})
+    changed = _run([sys.executable, "-m", "dvc", "repro"], root, env)
+    assert _ran(changed) == {"evaluate", "plot"}
+    assert json.loads((root / "metrics/eval.json").read_text())["episodes"] == 3
+
+
+def test_dvc_exp_run_with_a_set_param_lands_in_the_same_store(repo):
+    root, env = repo["root"], repo["env"]
+    _run(["git", "commit", "-qam", "episodes 3"], root, env)
+    _run(["git", "add", "-A"], root, env)
+    output = _run([sys.executable, "-m", "dvc", "exp", "run", "-S", "training.lr=2.0e-3"],
+                  root, env)
+    assert _ran(output) == {"train", "evaluate", "plot"}
+    shown = _run([sys.executable, "-m", "dvc", "exp", "show", "--csv"], root, env)
+    assert "0.002" in shown
+
+    client = MlflowClient(f"sqlite:///{root}/mlflow.db")
+    experiment = client.get_experiment_by_name(TINY_PARAMS["mlflow"]["experiment"])
+    train_runs = client.search_runs([experiment.experiment_id], "tags.stage = 'train'")
+    assert {r.data.params["training.lr"] for r in train_runs} == {"0.001", "0.002"}
+    names = {r.data.tags["dvc_exp_name"] for r in train_runs}
+    assert "workspace" in names and len(names) == 2

@@ -1,0 +1,280 @@
+"""The four stage scripts called as a user would: ``main(argv)`` / ``python -m stages.X``.
+
+One module-scoped project runs warmup → train → evaluate → plot on debug-size params against a
+temporary MLflow store; the tests then check the outs, the MLflow runs, the model logged there,
+resume after SIGKILL, and that bad input fails in one line without touching existing artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from pipeline import cli, schemas
+
+mlflow = pytest.importorskip("mlflow")
+from mlflow import MlflowClient  # noqa: E402
+
+from stages import evaluate, plot, train, warmup  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
+REPO = Path(__file__).resolve().parents[1]
+
+TINY_PARAMS = {
+    "seed": 3,
+    "env": {"id": "Pendulum-v1"},
+    "warmup": {"steps": 200},
+    "model": {"size": "debug"},
+    "behavior": {"horizon": 5},
+    "training": {"env_steps": 600, "batch_size": 4, "batch_length": 16, "train_ratio": 32.0,
+                 "lr": 1.0e-3, "lr_warmup": 0, "log_every": 100, "checkpoint_every": 200},
+    "evaluate": {"episodes": 2},
+    "mlflow": {"experiment": "stages-test"},
+}
+
+
+def write_params(folder: Path, **overrides) -> Path:
+    """``params.yaml`` in ``folder``: TINY_PARAMS with dotted-key overrides."""
+    params = json.loads(json.dumps(TINY_PARAMS))
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = params
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+STAGE_ARGS = {
+    "warmup": ["--out", "data/warmup"],
+    "train": ["--warmup", "data/warmup", "--checkpoint", "models/checkpoint", "--agent",
+              "models/agent.pt", "--metrics", "metrics/train.json", "--curves", "metrics/train"],
+    "evaluate": ["--agent", "models/agent.pt", "--metrics", "metrics/eval.json",
+                 "--episodes-csv", "metrics/eval/episodes.csv", "--media", "media/eval"],
+    "plot": ["--curves", "metrics/train", "--eval", "metrics/eval.json", "--media", "media/eval",
+             "--out", "plots"],
+}
+MAINS = {"warmup": warmup.main, "train": train.main, "evaluate": evaluate.main, "plot": plot.main}
+
+
+def run_stage(stage: str) -> int:
+    return cli.run(MAINS[stage], STAGE_ARGS[stage])
+
+
+def stage_process(stage: str, cwd: Path, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-m", f"stages.{stage}", *STAGE_ARGS[stage]],
+                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A project folder in which all four stages have run once."""
+    root = tmp_path_factory.mktemp("project")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root}/mlflow.db")
+        mp.delenv("DVC_EXP_NAME", raising=False)
+        write_params(root)
+        for stage in ("warmup", "train", "evaluate", "plot"):
+            assert run_stage(stage) == 0, stage
+        yield root
+
+
+def test_stage_outputs(project):
+    warm = json.loads((project / "data/warmup/meta.json").read_text())
+    assert warm["env_id"] == "Pendulum-v1" and warm["env_steps"] >= 200
+    assert (project / "data/warmup/replay/meta.json").is_file()
+
+    summary = json.loads((project / "metrics/train.json").read_text())
+    assert {"env_steps", "gradient_steps", "wall_seconds", "updates_per_second"} <= set(summary)
+    assert summary["env_steps"] == 600 and summary["resumed"] is False
+    # 32 replayed steps per env step at B·T = 64: half an update per env step after warm-up
+    assert summary["gradient_steps"] == (600 - warm["env_steps"]) // 2
+    returns = schemas.read_csv(project / "metrics/train/returns.csv",
+                               schemas.validate_train_returns)
+    losses = schemas.read_csv(project / "metrics/train/losses.csv", schemas.validate_train_losses)
+    assert len(returns) >= 1 and list(losses["env_step"]) == [300, 400, 500, 600]
+    assert {"loss/world_model", "loss/reward", "loss/actor", "loss/critic"} <= set(losses)
+
+    evaluation = json.loads((project / "metrics/eval.json").read_text())
+    assert {"return_mean", "return_std", "episodes", "env_steps"} <= set(evaluation)
+    assert evaluation["episodes"] == 2 and evaluation["env_steps"] == 600
+    episodes = schemas.read_csv(project / "metrics/eval/episodes.csv", schemas.validate_episodes)
+    assert np.isclose(episodes["return"].mean(), evaluation["return_mean"])
+
+    from pipeline.media import read_gif
+
+    frames = read_gif(project / "media/eval/episode.gif")
+    # one frame per step of the 200-step episode (Pillow merges identical consecutive frames)
+    assert frames.ndim == 4 and 150 <= frames.shape[0] <= 200 and frames.shape[-1] == 3
+    for name in ("returns.png", "losses.png", "eval_frames.png"):
+        assert (project / "plots" / name).stat().st_size > 10_000
+
+
+def test_mlflow_runs_are_grouped_tagged_and_hold_the_model(project):
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    experiment = client.get_experiment_by_name("stages-test")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if r.data.tags.get("stage") == "pipeline"]
+    assert len(parents) == 1
+    children = {r.data.tags["stage"]: r for r in runs
+                if r.data.tags.get("mlflow.parentRunId") == parents[0].info.run_id}
+    assert set(children) == {"warmup", "train", "evaluate", "plot"}
+    for run in children.values():
+        tags = run.data.tags
+        assert tags["env_id"] == "Pendulum-v1" and tags["dvc_exp_name"] == "workspace"
+        assert tags["git_commit"] and run.info.status == "FINISHED"
+        assert run.data.params["training.lr"] == "0.001"
+    train_run = children["train"].info.run_id
+    history = client.get_metric_history(train_run, "loss/world_model")
+    assert [m.step for m in history] == sorted(m.step for m in history) and len(history) == 4
+    assert client.get_metric_history(train_run, "train/return")[0].step >= 200
+    assert client.get_metric_history(train_run, "updates_per_second")
+    artifacts = {a.path for a in client.list_artifacts(children["plot"].info.run_id, "plots")}
+    assert "plots/returns.png" in artifacts
+    assert [a.path for a in client.list_artifacts(children["evaluate"].info.run_id, "video")] == [
+        "video/episode.gif"]
+
+    # The logged model loads back and acts.
+    from pipeline.tracking import load_pytorch_model
+
+    model_uri = children["train"].data.tags["model_uri"]
+    agent = load_pytorch_model(model_uri, f"sqlite:///{project}/mlflow.db")
+    obs = {"vector": np.zeros((1, 3), np.float32)}
+    action, _ = agent.act(obs, np.array([True]), agent.initial_state(1), deterministic=True)
+    assert action.shape == (1, 1) and -1 <= action[0, 0] <= 1
+
+
+def test_second_plot_run_starts_a_new_pipeline_group(project, monkeypatch):
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{project}/mlflow.db")
+    assert run_stage("plot") == 0
+    client = MlflowClient(f"sqlite:///{project}/mlflow.db")
+    experiment = client.get_experiment_by_name("stages-test")
+    parents = client.search_runs([experiment.experiment_id], "tags.stage = 'pipeline'")
+    assert len(parents) == 2
+
+
+def _copy_upstream(project: Path, folder: Path) -> None:
+    import shutil
+
+    shutil.copytree(project / "data", folder / "data")
+    shutil.copy(project / "params.yaml", folder / "params.yaml")
+
+
+def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+def test_train_resumes_after_sigkill_and_restarts_when_params_change(project, tmp_path):
+    _copy_upstream(project, tmp_path)
+    env_mlflow = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
+    os.environ.update(env_mlflow)
+    try:
+        first = stage_process("train", tmp_path)
+        _wait_for(tmp_path / "models/checkpoint/state.pt", first)
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+        assert not (tmp_path / "models/agent.pt").exists()
+
+        second = stage_process("train", tmp_path)
+        out, err = second.communicate(timeout=300)
+        assert second.returncode == 0, err
+        resumed = json.loads((tmp_path / "metrics/train.json").read_text())
+        uninterrupted = json.loads((project / "metrics/train.json").read_text())
+        assert resumed["resumed"] is True
+        for key in ("env_steps", "gradient_steps", "episodes"):
+            assert resumed[key] == uninterrupted[key], key
+        # The killed part's episodes plus the resumed part's: the uninterrupted run's, exactly.
+        returns = pd.read_csv(tmp_path / "metrics/train/returns.csv")
+        expected = pd.read_csv(project / "metrics/train/returns.csv")
+        pd.testing.assert_frame_equal(returns, expected)
+
+        write_params(tmp_path, **{"training.lr": 5.0e-4})
+        third = stage_process("train", tmp_path)
+        out, err = third.communicate(timeout=300)
+        assert third.returncode == 0, err
+        assert "other params; starting fresh" in err
+        assert json.loads((tmp_path / "metrics/train.json").read_text())["resumed"] is False
+    finally:
+        for key in env_mlflow:
+            os.environ.pop(key, None)
+
+
+def _one_line_failure(stage: str, cwd: Path) -> str:
+    process = stage_process(stage, cwd)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 2, (out, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"training.lr": "1e-3"}, "training.lr: expected a float, got '1e-3'"),
+        ({"training.env_steps": -5}, "training.env_steps: expected a positive integer"),
+        ({"training.colour": 1}, "training.colour: unknown key"),
+        ({"env.id": "NoSuchEnv-v0"}, "env.id: unknown gymnasium environment 'NoSuchEnv-v0'"),
+        ({"env.id": "Blackjack-v1"}, "unsupported observation space Tuple"),
+    ],
+)
+def test_bad_params_fail_in_one_line_and_keep_artifacts(project, tmp_path, overrides, message):
+    _copy_upstream(project, tmp_path)
+    before = (tmp_path / "data/warmup/meta.json").read_bytes()
+    write_params(tmp_path, **overrides)
+    line = _one_line_failure("warmup", tmp_path)
+    assert message in line
+    assert (tmp_path / "data/warmup/meta.json").read_bytes() == before
+
+
+def test_corrupt_artifacts_fail_in_one_line_naming_the_file(project, tmp_path):
+    _copy_upstream(project, tmp_path)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path}/mlflow.db"
+    try:
+        checkpoint = tmp_path / "models/checkpoint/state.pt"
+        checkpoint.parent.mkdir(parents=True)
+        checkpoint.write_bytes(b"not a checkpoint")
+        assert "models/checkpoint/state.pt: corrupt or unreadable" in _one_line_failure(
+            "train", tmp_path)
+        assert checkpoint.read_bytes() == b"not a checkpoint"
+
+        (tmp_path / "models/agent.pt").write_bytes(b"\x00" * 100)
+        assert "models/agent.pt" in _one_line_failure("evaluate", tmp_path)
+
+        chunk = tmp_path / "data/warmup/replay/chunk_000000.npz"
+        chunk.write_bytes(chunk.read_bytes()[:100])
+        checkpoint.unlink()
+        assert "chunk_000000.npz" in _one_line_failure("train", tmp_path)
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def test_unreachable_mlflow_server_fails_fast(project, tmp_path):
+    _copy_upstream(project, tmp_path)
+    os.environ["MLFLOW_TRACKING_URI"] = "http://127.0.0.1:9"  # discard port: nothing listens
+    try:
+        started = time.monotonic()
+        line = _one_line_failure("warmup", tmp_path)
+        assert "unreachable" in line and time.monotonic() - started < 30
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
