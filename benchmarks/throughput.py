@@ -182,7 +182,7 @@ def main(argv=None) -> None:
         return
     results = []
     for name in args.sizes:
-        forwarded = [a for a in (argv if argv is not None else sys.argv[1:])]
+        forwarded = sys.argv[1:] if argv is None else list(argv)
         done = subprocess.run([sys.executable, __file__, *forwarded, "--one", name],
                               capture_output=True, text=True, check=False)
         if done.returncode != 0:

@@ -108,8 +108,8 @@ def test_second_repro_skips_and_params_change_reruns_only_what_depends_on_it(rep
 
 def test_dvc_exp_run_with_a_set_param_lands_in_the_same_store(repo):
     root, env = repo["root"], repo["env"]
-    _run(["git", "commit", "-qam", "episodes 3"], root, env)
     _run(["git", "add", "-A"], root, env)
+    _run(["git", "commit", "-q", "--allow-empty", "-m", "baseline"], root, env)
     output = _run([sys.executable, "-m", "dvc", "exp", "run", "-S", "training.lr=2.0e-3"],
                   root, env)
     assert _ran(output) == {"train", "evaluate", "plot"}
