@@ -4,7 +4,8 @@
     python benchmarks/learning.py --params params.yaml --set training.lr=1.0e-4 --json
 
 Uses the library in memory (``dreamer.loop.train``) with the config of ``--params`` (default
-``params.yaml``) plus ``--set`` overrides, so a row here is what the pipeline's defaults achieve.
+``params.yaml``) plus ``--set`` overrides, set before the env preset is merged exactly as
+``dvc exp run -S`` does, so a row here is what the pipeline's defaults achieve.
 Prints, per seed: evaluation return mean ± std over ``--episodes`` deterministic episodes, env steps,
 gradient steps, wall-clock seconds and peak RSS; with ``--curves DIR`` also writes each seed's
 training returns as CSV and a PNG of all seeds' curves.
@@ -50,7 +51,7 @@ def main(argv=None) -> None:
         changes["env.id"] = args.env
     if args.steps:
         changes["training.env_steps"] = args.steps
-    base = override(load_config(args.params), **changes)
+    base = load_config(args.params, changes)
     torch.set_num_threads(base.threads)
     results = []
     for seed in args.seeds:

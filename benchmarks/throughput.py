@@ -13,7 +13,7 @@ For each size (run in its own subprocess, so peak RSS is per size) it prints
 The matmul peak is measured in the same process (float32 2048³ matmuls, best of several), so the
 fraction is comparable across machines. Timings are the median of ``--repeats`` updates after
 ``--warmup`` untimed ones, on a fixed synthetic batch of a Pendulum-like spec (3-D vector
-observation, 1-D continuous action) unless ``--image`` is given.
+observation, 1-D continuous action) unless ``--image`` / ``--action-dim`` are given.
 """
 
 from __future__ import annotations
@@ -90,8 +90,9 @@ def measure(name: str, args) -> dict:
         shapes, image_keys, vector_keys = {"image": (64, 64, 3)}, ("image",), ()
     else:
         shapes, image_keys, vector_keys = {"vector": (3,)}, (), ("vector",)
-    spec = EnvSpec(shapes, image_keys, vector_keys, action_dim=1, discrete=False,
-                   action_low=(-2.0,), action_high=(2.0,), env_id="synthetic")
+    A = args.action_dim
+    spec = EnvSpec(shapes, image_keys, vector_keys, action_dim=A, discrete=False,
+                   action_low=(-1.0,) * A, action_high=(1.0,) * A, env_id="synthetic")
     agent = Agent(spec, cfg)
     B, T = args.batch, args.length
     g = torch.Generator().manual_seed(0)
@@ -100,7 +101,7 @@ def measure(name: str, args) -> dict:
     is_first = torch.zeros(B, T, dtype=torch.bool)
     is_first[:, 0] = True
     flags = torch.zeros(B, T, dtype=torch.bool)
-    batch = Batch(obs, torch.rand(B, T, 1, generator=g) * 2 - 1, torch.randn(B, T, generator=g),
+    batch = Batch(obs, torch.rand(B, T, A, generator=g) * 2 - 1, torch.randn(B, T, generator=g),
                   is_first, flags, flags)
 
     # Where the time goes: wrap the phases of Agent.train_step on this instance.
@@ -173,7 +174,9 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--policy-steps", type=int, default=300)
-    p.add_argument("--image", action="store_true", help="64×64×3 image observations")
+    p.add_argument("--image", action="store_true",
+                   help="64×64×3 image observations (CarRacing preset: --image --action-dim 3)")
+    p.add_argument("--action-dim", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one size, print JSON
     args = p.parse_args(argv)

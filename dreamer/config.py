@@ -6,10 +6,14 @@ rejects unknown keys, wrong types and out-of-range values with one line naming t
 what the user's roadmap asks for; frozen objects mean nothing mutates config after loading.
 
 Model sizes are presets (``model.size``) whose widths can each be overridden key by key.
+Environment presets (the ``presets`` block, keyed by gymnasium id) hold the settings a task needs
+beyond the defaults; the one named by ``env.id`` is merged over the file's top-level values, so
+``dvc exp run -S env.id=CartPole-v1`` picks up CartPole's settings by itself.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -345,9 +349,48 @@ def _cross_checks(cfg: Config) -> None:
         raise ConfigError("training.batch_length: expected at least 2")
 
 
+def _merge(base: dict, changes: dict) -> dict:
+    """``base`` with ``changes`` merged in recursively (nested mappings merge, values replace)."""
+    out = dict(base)
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "kwargs":
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def apply_env_preset(data: dict) -> dict:
+    """Validate every entry of ``data["presets"]`` and merge the one for ``env.id`` into ``data``.
+
+    A preset is a partial params file (``{"training": {"train_ratio": 128.0}}``); its keys and
+    values are checked like the top level's, with errors naming ``presets.<id>.<key>``. Preset
+    values win over the top-level ones: to change one, change it inside the preset.
+    """
+    data = dict(data)
+    presets = data.pop("presets", None) or {}
+    if not isinstance(presets, dict):
+        raise ConfigError(f"presets: expected a mapping from env id to settings, got {presets!r}")
+    for env_id, preset in presets.items():
+        where = f"presets.{env_id}"
+        if not isinstance(preset, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {preset!r}")
+        if "id" in (preset.get("env") or {}):
+            raise ConfigError(f"{where}.env.id: a preset cannot change the env id")
+        _build(Config, preset, where + ".")  # keys, types and ranges, named inside the preset
+    env = data.get("env")
+    env_id = env.get("id", EnvConfig.id) if isinstance(env, dict) else EnvConfig.id
+    preset = presets.get(env_id)
+    return _merge(data, preset) if preset else data
+
+
 def config_from_dict(data: dict) -> Config:
-    """Build and validate a :class:`Config` from a plain dict (e.g. parsed YAML)."""
-    cfg = _build(Config, data, "")
+    """Build and validate a :class:`Config` from a plain dict (e.g. parsed YAML).
+
+    The env preset for ``env.id`` (``presets`` block) is applied first; the resulting config
+    holds the merged values only.
+    """
+    cfg = _build(Config, apply_env_preset(data), "")
     cfg = dataclasses.replace(cfg, model=_resolve_model(cfg.model))
     _cross_checks(cfg)
     loss_scales = {k: float(v) for k, v in cfg.world_model.loss_scales.items()}
@@ -355,8 +398,12 @@ def config_from_dict(data: dict) -> Config:
     return dataclasses.replace(cfg, world_model=world_model)
 
 
-def load_config(path: str | Path) -> Config:
-    """Load ``params.yaml``; any problem is a :class:`ConfigError` naming the file or key."""
+def load_config(path: str | Path, changes: dict[str, Any] | None = None) -> Config:
+    """Load ``params.yaml``; any problem is a :class:`ConfigError` naming the file or key.
+
+    ``changes`` are dotted-key values set in the file's data before presets are applied, as
+    ``dvc exp run -S key=value`` does: ``load_config("params.yaml", {"env.id": "CartPole-v1"})``.
+    """
     path = Path(path)
     try:
         text = path.read_text()
@@ -367,20 +414,35 @@ def load_config(path: str | Path) -> Config:
     except yaml.YAMLError as exc:
         first = str(exc).splitlines()[0]
         raise ConfigError(f"{path}: not valid YAML ({first})") from None
-    return config_from_dict(data or {})
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of params, got {data!r}")
+    return config_from_dict(_set_dotted(data, changes or {}))
 
 
-def override(cfg: Config, **changes: Any) -> Config:
-    """A copy of ``cfg`` with dotted keys changed, validated again: ``override(cfg, **{"training.lr": 1e-4})``."""
-    data = cfg.to_dict()
-    # Presets must re-resolve: drop widths that came from the old preset unless overridden.
-    if "model.size" in changes:
-        for k in MODEL_PRESETS["debug"]:
-            data["model"][k] = None
+def _set_dotted(data: dict, changes: dict[str, Any]) -> dict:
+    """A copy of ``data`` with ``{"training.lr": 1e-4}``-style keys set (parents created)."""
+    data = copy.deepcopy(data)
     for dotted, value in changes.items():
         node = data
         *parents, leaf = dotted.split(".")
         for p in parents:
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{dotted}: {p} is not a mapping")
         node[leaf] = value
-    return config_from_dict(data)
+    return data
+
+
+def override(cfg: Config, **changes: Any) -> Config:
+    """A copy of ``cfg`` with dotted keys changed, validated again: ``override(cfg, **{"training.lr": 1e-4})``.
+
+    ``cfg`` is already resolved, so env presets are not applied again (changing ``env.id`` here
+    keeps every other value); use ``load_config(path, changes)`` to get a preset's settings.
+    """
+    data = cfg.to_dict()
+    # Presets must re-resolve: drop widths that came from the old preset unless overridden.
+    if "model.size" in changes:
+        for k in MODEL_PRESETS["debug"]:
+            data["model"][k] = None
+    return config_from_dict(_set_dotted(data, changes))

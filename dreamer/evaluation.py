@@ -8,7 +8,7 @@ import numpy as np
 
 from .agent import Agent
 from .config import Config
-from .envs import DreamerEnv
+from .envs import DreamerEnv, LocalEnvs
 from .loop import AgentPolicy, Collector, EpisodeRecord
 from .replay import ReplayBuffer
 
@@ -29,12 +29,13 @@ def evaluate(agent: Agent, cfg: Config, episodes: int, record_video: bool = Fals
         env = DreamerEnv(cfg.env, seed)
         # A small replay only to reuse the Collector's bookkeeping; evaluation stores nothing.
         replay = ReplayBuffer(env.spec, capacity=64)
-        collector = Collector(env, replay, seed, cfg.env.action_repeat)
+        collector = Collector(LocalEnvs([env]), replay, seed, cfg.env.action_repeat)
         policy = AgentPolicy(agent, deterministic=True)
         video = [] if record_video and index == 0 else None
         record = None
         while record is None:
-            record = collector.step(policy)
+            ended = collector.step(policy)
+            record = ended[0] if ended else None
             if video is not None and len(video) < max_video_frames:
                 frame = env.render()
                 if frame is not None:

@@ -17,12 +17,17 @@ import numpy as np
 
 from .agent import Agent
 from .config import Config
-from .envs import DreamerEnv
+from .envs import make_envs
 from .replay import ReplayBuffer
 from .seeding import restore_rng_state, rng_state, seed_everything
 
-Policy = Callable[[dict, bool], np.ndarray]
-TRAIN_ENV_SEED_OFFSET = 1  # the warm-up env uses `seed`; training continues with new episodes
+Policy = Callable[[dict, np.ndarray], np.ndarray]  # obs {key: (N, ...)}, is_first (N,) → (N, A)
+
+
+def train_env_seed(cfg: Config) -> int:
+    """First seed of the training envs: the warm-up envs use ``seed … seed + N − 1``, training
+    continues with new episodes from ``seed + N`` on."""
+    return cfg.seed + cfg.env.num_envs
 
 
 @dataclass
@@ -42,76 +47,118 @@ class EpisodeRecord:
 
 
 class Collector:
-    """Steps one env with a policy and appends every transition to the replay buffer.
+    """Steps ``N`` envs with a policy and appends every transition to the replay buffer.
 
     Stored convention (see ``replay.py``): at reset ``(o_0, a=0, r=0, is_first)``; after each step
-    ``(o_{t+1}, a_t, r_{t+1}, is_last, is_terminal)``.
+    ``(o_{t+1}, a_t, r_{t+1}, is_last, is_terminal)``. The replay is one ring of contiguous
+    windows, so with several envs each env's steps wait in its own fragment and enter the replay
+    together: when the episode ends, after ``fragment`` steps, or on :meth:`flush`. A fragment that
+    continues an episode starts like a reset step (``is_first``, zero action and reward), so no
+    sampled window mixes two envs. Deviation: the official code keeps per-env streams; here the
+    model loses its context at that seam and the reward of one step in ``fragment`` is dropped.
+    With one env every step goes to the replay at once.
     """
 
-    def __init__(self, env, replay: ReplayBuffer, seed: int, action_repeat: int = 1):
-        self.env, self.replay, self.seed = env, replay, seed
-        self.action_repeat = action_repeat
+    def __init__(self, envs, replay: ReplayBuffer, seed: int, action_repeat: int = 1,
+                 fragment: int = 256):
+        self.envs, self.replay, self.seed = envs, replay, seed
+        self.action_repeat, self.fragment = action_repeat, fragment
         self.env_steps = 0
         self.episodes = 0
-        self.obs: dict | None = None  # None: the next step starts a new episode
-        self.is_first = True
-        self._score, self._length = 0.0, 0
+        N = envs.num_envs
+        self.obs: dict[str, np.ndarray] | None = None  # {key: (N, ...)} current observations
+        self.needs_reset = np.ones(N, bool)  # the env's episode ended (or never started)
+        self.is_first = np.ones(N, bool)
+        self._score, self._length = np.zeros(N), np.zeros(N, np.int64)
+        self._pending: list[list[tuple]] = [[] for _ in range(N)]  # per env, not yet in replay
 
-    def _reset(self) -> None:
-        self.obs = self.env.reset()
-        self.is_first = True
-        self._score, self._length = 0.0, 0
-        zeros = np.zeros(self.env.spec.action_dim, np.float32)
-        self.replay.add(self.obs, zeros, 0.0, True, False, False)
+    @property
+    def started(self) -> bool:
+        return self.obs is not None
 
-    def step(self, policy: Policy) -> EpisodeRecord | None:
-        """One env step; returns the episode's record if it just ended."""
-        if self.obs is None:
-            self._reset()
-        action = np.asarray(policy(self.obs, self.is_first), np.float32)
-        obs, reward, terminated, truncated = self.env.step(action)
-        last = terminated or truncated
-        self.replay.add(obs, action, float(reward), False, last, terminated)
-        self.env_steps += self.action_repeat
-        self._score += float(reward)
-        self._length += 1
-        self.obs, self.is_first = obs, False
-        if not last:
-            return None
-        record = EpisodeRecord(self.episodes, self.seed, self.env_steps, self._length, self._score)
-        self.episodes += 1
-        self.obs = None
-        return record
+    def _store(self, index: int, step: tuple) -> None:
+        """``step = (obs, action, reward, is_first, is_last, is_terminal)`` of env ``index``."""
+        if self.envs.num_envs == 1:
+            self.replay.add(*step)
+            return
+        self._pending[index].append(step)
+        if step[4] or len(self._pending[index]) >= self.fragment:
+            self.flush(index)
+
+    def flush(self, index: int | None = None) -> None:
+        """Move the pending steps of env ``index`` (default: all envs) into the replay."""
+        for i in range(self.envs.num_envs) if index is None else [index]:
+            steps, self._pending[i] = self._pending[i], []
+            if steps and not steps[0][3]:  # continues an episode: starts like a reset step
+                obs, action, _, _, is_last, is_terminal = steps[0]
+                steps[0] = (obs, np.zeros_like(action), 0.0, True, is_last, is_terminal)
+            for step in steps:
+                self.replay.add(*step)
+
+    def _reset_ended(self) -> None:
+        mask = self.needs_reset
+        fresh = self.envs.reset(mask)
+        self.obs = fresh if self.obs is None else {k: v.copy() for k, v in self.obs.items()}
+        zeros = np.zeros(self.envs.spec.action_dim, np.float32)
+        for i in np.flatnonzero(mask):
+            row = {k: v[i].copy() for k, v in fresh.items()}
+            for k in self.obs:
+                self.obs[k][i] = row[k]
+            self.is_first[i] = True
+            self._score[i], self._length[i] = 0.0, 0
+            self._store(i, (row, zeros, 0.0, True, False, False))
+        self.needs_reset[:] = False
+
+    def step(self, policy: Policy) -> list[EpisodeRecord]:
+        """One step of every env; returns the records of the episodes that just ended."""
+        if self.needs_reset.any():
+            self._reset_ended()
+        actions = np.asarray(policy(self.obs, self.is_first), np.float32)  # (N, A)
+        obs, reward, terminated, truncated = self.envs.step(actions)
+        records = []
+        for i in range(self.envs.num_envs):
+            last = bool(terminated[i] or truncated[i])
+            row = {k: v[i] for k, v in obs.items()}
+            self._store(i, (row, actions[i], float(reward[i]), False, last, bool(terminated[i])))
+            self._score[i] += float(reward[i])
+            self._length[i] += 1
+            self.env_steps += self.action_repeat
+            if last:
+                records.append(EpisodeRecord(self.episodes, self.seed, self.env_steps,
+                                             int(self._length[i]), float(self._score[i])))
+                self.episodes += 1
+                self.needs_reset[i] = True
+        self.obs = obs
+        self.is_first[:] = False
+        return records
 
 
-def random_policy(env) -> Policy:
-    """Uniform random actions from the env's (seeded) action space."""
-    return lambda obs, is_first: env.random_action()
+def random_policy(envs) -> Policy:
+    """Uniform random actions from each env's (seeded) action space."""
+    return lambda obs, is_first: envs.random_actions()
 
 
 class AgentPolicy:
-    """The agent acting in one env: carries the GRU state and last action between steps."""
+    """The agent acting in ``num_envs`` envs: carries the GRU states and last actions."""
 
-    def __init__(self, agent: Agent, deterministic: bool = False):
+    def __init__(self, agent: Agent, num_envs: int = 1, deterministic: bool = False):
         self.agent, self.deterministic = agent, deterministic
-        self.state = agent.initial_state(1)
+        self.state = agent.initial_state(num_envs)
 
-    def __call__(self, obs: dict, is_first: bool) -> np.ndarray:
-        batched = {k: v[None] for k, v in obs.items()}
-        action, self.state = self.agent.act(batched, np.array([is_first]), self.state,
-                                            self.deterministic)
-        return action[0]
+    def __call__(self, obs: dict, is_first: np.ndarray) -> np.ndarray:
+        """``obs {key: (N, ...)}``, ``is_first (N,)`` → actions ``(N, A)``."""
+        action, self.state = self.agent.act(obs, is_first, self.state, self.deterministic)
+        return action
 
 
-def collect_random(env, replay: ReplayBuffer, steps: int, seed: int,
+def collect_random(envs, replay: ReplayBuffer, steps: int, seed: int,
                    action_repeat: int = 1) -> tuple[Collector, list[EpisodeRecord]]:
     """Warm-up: ``steps`` env steps with a random policy. Returns the collector and its episodes."""
-    collector = Collector(env, replay, seed, action_repeat)
-    policy, episodes = random_policy(env), []
+    collector = Collector(envs, replay, seed, action_repeat)
+    policy, episodes = random_policy(envs), []
     while collector.env_steps < steps:
-        record = collector.step(policy)
-        if record is not None:
-            episodes.append(record)
+        episodes.extend(collector.step(policy))
+    collector.flush()
     return collector, episodes
 
 
@@ -138,13 +185,13 @@ class Counters:
 class Trainer:
     """Act / store / train until ``training.env_steps``, with hooks for logging and checkpoints."""
 
-    def __init__(self, agent: Agent, env, replay: ReplayBuffer, cfg: Config,
+    def __init__(self, agent: Agent, envs, replay: ReplayBuffer, cfg: Config,
                  start_env_steps: int = 0, start_episodes: int = 0):
-        self.agent, self.env, self.replay, self.cfg = agent, env, replay, cfg
+        self.agent, self.envs, self.replay, self.cfg = agent, envs, replay, cfg
         self.rng = np.random.default_rng(cfg.seed + 1)  # replay sampling
-        self.collector = Collector(env, replay, cfg.seed, cfg.env.action_repeat)
+        self.collector = Collector(envs, replay, cfg.seed, cfg.env.action_repeat)
         self.collector.env_steps, self.collector.episodes = start_env_steps, start_episodes
-        self.policy = AgentPolicy(agent)
+        self.policy = AgentPolicy(agent, envs.num_envs)
         t = cfg.training
         # Log and checkpoint at multiples of their intervals (comparable across runs).
         self.counters = Counters(
@@ -155,10 +202,10 @@ class Trainer:
         self._count = 0
         self._last_log = (time.perf_counter(), agent.gradient_steps)
 
-    def train_owed(self) -> None:
-        """Run the gradient steps this env step is owed (train_ratio / (B·T) per env step)."""
+    def train_owed(self, env_steps: int) -> None:
+        """Run the gradient steps ``env_steps`` new env steps are owed (train_ratio / (B·T) each)."""
         t = self.cfg.training
-        self.counters.updates_owed += t.updates_per_env_step * self.cfg.env.action_repeat
+        self.counters.updates_owed += t.updates_per_env_step * env_steps
         while self.counters.updates_owed >= 1.0:
             batch = self.replay.sample(t.batch_size, t.batch_length, self.rng)
             metrics = self.agent.train_step(batch)
@@ -172,22 +219,26 @@ class Trainer:
         t, c = self.cfg.training, self.counters
         started = time.perf_counter() - c.wall_seconds
         while c.env_steps < t.env_steps:
-            record = self.collector.step(self.policy)
+            records = self.collector.step(self.policy)
+            self.train_owed(self.collector.env_steps - c.env_steps)
             c.env_steps, c.episodes = self.collector.env_steps, self.collector.episodes
-            self.train_owed()
             c.wall_seconds = time.perf_counter() - started
-            if record is not None and hooks.on_episode:
-                hooks.on_episode(record)
+            if hooks.on_episode:
+                for record in records:
+                    hooks.on_episode(record)
             if c.env_steps >= c.next_log:
                 c.next_log += t.log_every
                 if hooks.on_metrics:
                     hooks.on_metrics(self._metrics_row())
             # Checkpoint at the first episode end after each interval, so a resumed run restarts
             # exactly where the uninterrupted one would (a fresh reset from the saved env RNG).
+            # With several envs the others are mid-episode: their steps are flushed to the replay
+            # and a resumed run starts them on new episodes (not bit-identical, see Collector).
             done = c.env_steps >= t.env_steps
-            if (record is not None and c.env_steps >= c.next_checkpoint) or done:
+            if (records and c.env_steps >= c.next_checkpoint) or done:
                 while c.next_checkpoint <= c.env_steps:
                     c.next_checkpoint += t.checkpoint_every
+                self.collector.flush()
                 if hooks.on_checkpoint:
                     hooks.on_checkpoint(self)
             if hooks.should_stop and hooks.should_stop(self):
@@ -218,19 +269,19 @@ class Trainer:
             "replay_steps": self.replay.total_steps,
             "sampler_rng": self.rng.bit_generator.state,
             "global_rng": rng_state(),
-            "env_rng": self.env.rng_state(),
+            "env_rng": self.envs.rng_state(),
             "collector": {"env_steps": self.collector.env_steps,
                           "episodes": self.collector.episodes},
         }
 
     def load_training_state(self, state: dict) -> None:
-        if self.collector.obs is not None:
+        if self.collector.started:
             raise RuntimeError("resume only into a fresh trainer")
         self.agent.load_training_state(state["agent"])
         self.counters = Counters(**state["counters"])
         self.rng.bit_generator.state = state["sampler_rng"]
         restore_rng_state(state["global_rng"])
-        self.env.set_rng_state(state["env_rng"])
+        self.envs.set_rng_state(state["env_rng"])
         self.collector.env_steps = state["collector"]["env_steps"]
         self.collector.episodes = state["collector"]["episodes"]
         self._last_log = (time.perf_counter(), self.agent.gradient_steps)
@@ -243,13 +294,13 @@ def train(cfg: Config, hooks: Hooks | None = None) -> tuple[Agent, Counters]:
     scripts: ``agent, counters = train(load_config("params.yaml"))``.
     """
     seed_everything(cfg.seed)
-    with DreamerEnv(cfg.env, cfg.seed) as warmup_env:
-        replay = ReplayBuffer(warmup_env.spec, cfg.training.replay_capacity)
-        collector, _ = collect_random(warmup_env, replay, cfg.warmup.steps, cfg.seed,
+    with make_envs(cfg.env, cfg.seed) as warmup_envs:
+        replay = ReplayBuffer(warmup_envs.spec, cfg.training.replay_capacity)
+        collector, _ = collect_random(warmup_envs, replay, cfg.warmup.steps, cfg.seed,
                                       cfg.env.action_repeat)
-    with DreamerEnv(cfg.env, cfg.seed + TRAIN_ENV_SEED_OFFSET) as env:
-        agent = Agent(env.spec, cfg)
-        trainer = Trainer(agent, env, replay, cfg, start_env_steps=collector.env_steps,
+    with make_envs(cfg.env, train_env_seed(cfg)) as envs:
+        agent = Agent(envs.spec, cfg)
+        trainer = Trainer(agent, envs, replay, cfg, start_env_steps=collector.env_steps,
                           start_episodes=collector.episodes)
         counters = trainer.run(hooks)
     return agent, counters

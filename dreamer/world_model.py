@@ -175,3 +175,24 @@ class WorldModel(nn.Module):
         total = sum(scales[k] * v.mean() for k, v in losses.items())
         losses["kl_raw"] = kl_dynamics.detach()  # unclipped KL, for monitoring only
         return total, losses, states
+
+    @torch.no_grad()
+    def open_loop(self, obs: dict[str, Tensor], action: Tensor, is_first: Tensor,
+                  context: int) -> dict[str, Tensor]:
+        """Observe ``context`` real steps, then predict the rest from the real actions alone.
+
+        The official report video: the posterior filters the first ``context`` observations, the
+        prior continues with sampled latents driven by the recorded actions, and the decoder shows
+        what the model expects to see. Args: obs ``{key: (B, T, ...)}``, action ``(B, T, A)``,
+        is_first ``(B, T)``. Returns reconstructions ``{key: (B, T, ...)}`` (images float in
+        [0, 255]): steps ``< context`` decoded from the posterior, later ones imagined.
+        """
+        T = action.shape[1]
+        embed = self.encoder({k: v[:, :context] for k, v in obs.items()})
+        states, _, _ = self.rssm.observe(embed, action[:, :context], is_first[:, :context])
+        features = [states.features()]  # (B, context, F)
+        state = State(states.deter[:, -1], states.stoch[:, -1])
+        for t in range(context, T):
+            state = self.rssm.imagine_step(state, action[:, t])
+            features.append(state.features().unsqueeze(1))
+        return self.decoder.predict(torch.cat(features, 1))

@@ -63,8 +63,9 @@ def write_csv(path: str | Path, frame) -> None:
     write_text(path, frame.to_csv(index=False))
 
 
-def frame(rows: list[dict]):
-    """A pandas DataFrame from a list of row dicts (pandas imported lazily)."""
+def frame(rows: list[dict], columns: list[str] | None = None):
+    """A pandas DataFrame from a list of row dicts (pandas imported lazily); ``columns`` keeps
+    the header when there are no rows yet (e.g. no episode finished in a short run)."""
     import pandas as pd
 
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=columns)

@@ -390,11 +390,6 @@ def validate_episodes(df: pd.DataFrame, source: str) -> pd.DataFrame:
     return validate(df, EPISODES, source)
 
 
-def validate_eval_episodes(df: pd.DataFrame, source: str) -> pd.DataFrame:
-    """Validate the evaluation episodes table (the episodes schema)."""
-    return validate(df, EPISODES, source)
-
-
 def validate_train_returns(df: pd.DataFrame, source: str) -> pd.DataFrame:
     """Validate ``metrics/train/returns.csv`` (episodes with non-decreasing ``env_step``)."""
     return validate(df, TRAIN_RETURNS, source)

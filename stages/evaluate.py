@@ -1,7 +1,9 @@
-"""Stage evaluate: seeded episodes with deterministic actions, a video, metrics/eval.json.
+"""Stage evaluate: seeded episodes with deterministic actions, videos, metrics/eval.json.
 
     python -m stages.evaluate --agent models/agent.pt --metrics metrics/eval.json \
         --episodes-csv metrics/eval/episodes.csv --media media/eval
+writes media/eval/episode.gif (the first episode, rendered) and, for image observations,
+media/eval/open_loop.gif (5 observed + 45 imagined frames: real | predicted | difference).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from pathlib import Path
 
 from dreamer.checkpoint import CheckpointError, load_agent
 from dreamer.evaluation import evaluate
+from dreamer.report import open_loop_frames
 from pipeline import cli, schemas, tables
 from pipeline.media import write_gif
 from pipeline.tracking import pipeline_parent_id, stage_run
@@ -55,6 +58,10 @@ def main(argv: list[str] | None = None) -> None:
             run.log_artifact(media / "episode.gif", "video")
         elif cfg.evaluate.video:
             print(f"evaluate: {cfg.env.id} cannot render; no video", file=sys.stderr)
+        dream = open_loop_frames(agent, cfg) if cfg.evaluate.video else None
+        if dream is not None:
+            write_gif(media / "open_loop.gif", dream, fps=10)
+            run.log_artifact(media / "open_loop.gif", "video")
     print(f"evaluate: return {summary['return_mean']:.1f} ± {summary['return_std']:.1f} over "
           f"{summary['episodes']} episodes -> {args.metrics}")
 

@@ -2,12 +2,15 @@
 
     python -m stages.plot --curves metrics/train --eval metrics/eval.json --media media/eval \
         --out plots
-writes plots/returns.png, plots/losses.png and (when a video exists) plots/eval_frames.png.
+writes plots/returns.png, plots/losses.png and, when the videos exist, plots/eval_frames.png
+(frames of the evaluation episode), plots/open_loop.gif and plots/open_loop.png (the world
+model's open-loop prediction: rows of real | predicted | difference, every 5th step).
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from pipeline.media import read_gif
 from pipeline.tracking import pipeline_parent_id, stage_run
 
 FRAME_GRID = 16  # frames shown in eval_frames.png
+OPEN_LOOP_EVERY = 5  # steps between the rows of open_loop.png
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,6 +52,15 @@ def main(argv: list[str] | None = None) -> None:
             written.append(plots.plot_frames(
                 frames[::every][:FRAME_GRID], out / "eval_frames.png",
                 title=f"{cfg.env.id}: evaluation episode, every {every}th frame"))
+        dream = Path(args.media) / "open_loop.gif"
+        if dream.exists():
+            frames = read_gif(dream)
+            written.append(out / "open_loop.gif")
+            shutil.copyfile(dream, written[-1])
+            written.append(plots.plot_frames(
+                frames[::OPEN_LOOP_EVERY], out / "open_loop.png", ncols=2,
+                title=f"{cfg.env.id}: real | predicted | difference; "
+                      f"steps 0, {OPEN_LOOP_EVERY}, …; 5 observed, then imagined"))
         for path in written:
             run.log_artifact(path, "plots")
     print("plot: " + ", ".join(str(p) for p in written))

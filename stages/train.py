@@ -17,10 +17,10 @@ from tqdm import tqdm
 from dreamer.agent import Agent
 from dreamer.checkpoint import CheckpointError, load_checkpoint, save_agent, save_checkpoint
 from dreamer.config import Config
-from dreamer.envs import DreamerEnv, EnvSpec
-from dreamer.loop import TRAIN_ENV_SEED_OFFSET, Hooks, Trainer
+from dreamer.envs import EnvSpec, make_envs
+from dreamer.loop import Hooks, Trainer, train_env_seed
 from dreamer.replay import ReplayBuffer
-from pipeline import cli, schemas
+from pipeline import cli, schemas, tables
 from pipeline.tracking import pipeline_parent_id, stage_run
 
 # The params sections a training run depends on: a checkpoint resumes only if these match.
@@ -69,14 +69,15 @@ def main(argv: list[str] | None = None) -> None:
     cfg = cli.setup(args.params)
     checkpoint, curves_dir = Path(args.checkpoint), Path(args.curves)
     meta, spec, warmup_replay = read_warmup(Path(args.warmup), cfg)
-    env = DreamerEnv(cfg.env, cfg.seed + TRAIN_ENV_SEED_OFFSET)
-    if env.spec != spec:
+    envs = make_envs(cfg.env, train_env_seed(cfg))
+    if envs.spec != spec:
+        envs.close()
         raise CheckpointError(f"{args.warmup}/meta.json: env spec differs from {cfg.env.id}'s")
 
     agent = Agent(spec, cfg)
     replay = ReplayBuffer(spec, cfg.training.replay_capacity)
     config_hash = cfg.hash(RESUME_SECTIONS)
-    trainer = Trainer(agent, env, replay, cfg, start_env_steps=meta["env_steps"],
+    trainer = Trainer(agent, envs, replay, cfg, start_env_steps=meta["env_steps"],
                       start_episodes=meta["episodes"])
     curves = try_resume(checkpoint, trainer, config_hash)
     resumed = curves is not None
@@ -121,11 +122,12 @@ def main(argv: list[str] | None = None) -> None:
             last[0] = trainer.counters.env_steps
             return False
 
-        counters = trainer.run(Hooks(on_episode, on_metrics, on_checkpoint, progress))
+        with envs:
+            counters = trainer.run(Hooks(on_episode, on_metrics, on_checkpoint, progress))
         bar.close()
 
         returns = schemas.validate_train_returns(
-            cli.frame(curves["returns"]), str(curves_dir / "returns.csv"))
+            cli.frame(curves["returns"], tables.EPISODE_COLUMNS), str(curves_dir / "returns.csv"))
         losses = schemas.validate_train_losses(cli.frame(curves["losses"]), str(curves_dir / "losses.csv"))
         cli.write_csv(curves_dir / "returns.csv", returns)
         cli.write_csv(curves_dir / "losses.csv", losses)
@@ -139,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
             "episodes": counters.episodes,
             "wall_seconds": round(counters.wall_seconds, 2),
             "updates_per_second": round(agent.gradient_steps / max(counters.wall_seconds, 1e-9), 3),
-            "return_last10_mean": float(recent.mean()) if len(recent) else float("nan"),
+            "return_last10_mean": float(recent.mean()) if len(recent) else None,
             "resumed": resumed,
         }
         if len(losses):

@@ -10,7 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from dreamer.envs import DreamerEnv
+from dreamer.envs import make_envs
 from dreamer.loop import collect_random
 from dreamer.replay import ReplayBuffer
 from pipeline import cli, schemas, tables
@@ -22,15 +22,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="data/warmup", help="output folder")
     args = p.parse_args(argv)
     cfg = cli.setup(args.params)
-    env = DreamerEnv(cfg.env, cfg.seed)  # checks the id and spaces before anything else
+    envs = make_envs(cfg.env, cfg.seed)  # checks the id and spaces before anything else
     out = Path(args.out)
-    with stage_run(cfg, "warmup", pipeline_parent_id(cfg)) as run:
-        steps = cfg.warmup.steps // cfg.env.action_repeat
-        replay = ReplayBuffer(env.spec, capacity=2 * steps + 2)  # resets add one step each
-        collector, records = collect_random(env, replay, cfg.warmup.steps, cfg.seed,
-                                    cfg.env.action_repeat)
-        env.close()
-        spec, bounds = env.spec, env.vector_bounds()
+    with envs, stage_run(cfg, "warmup", pipeline_parent_id(cfg)) as run:
+        # Agent steps (the last round of N envs may overshoot by N − 1); resets add one each.
+        steps = cfg.warmup.steps // cfg.env.action_repeat + envs.num_envs
+        replay = ReplayBuffer(envs.spec, capacity=2 * steps + 2)
+        collector, records = collect_random(envs, replay, cfg.warmup.steps, cfg.seed,
+                                            cfg.env.action_repeat)
+        spec, bounds = envs.spec, envs.vector_bounds()
         transitions = schemas.validate_transitions(
             tables.transitions_frame(replay), f"{out}/replay", action_dim=spec.action_dim,
             discrete=spec.discrete,

@@ -7,7 +7,7 @@ import torch
 from dreamer.agent import Agent, NonFiniteLossError
 from dreamer.checkpoint import CheckpointError, load_agent, load_checkpoint, save_agent
 from dreamer.config import override
-from dreamer.envs import DreamerEnv
+from dreamer.envs import make_envs
 from dreamer.loop import collect_random
 from dreamer.replay import ReplayBuffer
 from dreamer.seeding import seed_everything
@@ -61,7 +61,7 @@ def test_non_finite_loss_stops_with_the_loss_named(tiny_config):
 def _first_losses(seed):
     cfg = tiny(seed=seed)
     seed_everything(cfg.seed)
-    env = DreamerEnv(cfg.env, cfg.seed)
+    env = make_envs(cfg.env, cfg.seed)
     replay = ReplayBuffer(env.spec, 1000)
     collect_random(env, replay, 64, cfg.seed)
     agent = Agent(env.spec, cfg)

@@ -92,3 +92,48 @@ def test_updates_per_env_step_is_train_ratio_over_batch_steps():
     cfg = config_from_dict({"training": {"train_ratio": 512, "batch_size": 16,
                                          "batch_length": 64}})
     assert cfg.training.updates_per_env_step == pytest.approx(0.5)
+
+
+PRESETS = {"presets": {"CartPole-v1": {"training": {"train_ratio": 128.0}},
+                       "CarRacing-v3": {"env": {"action_repeat": 2}}}}
+
+
+def test_env_preset_applies_to_its_env_only():
+    assert config_from_dict({**PRESETS, "training": {"train_ratio": 64}}).training.train_ratio == 64
+    cartpole = config_from_dict({**PRESETS, "env": {"id": "CartPole-v1"},
+                                 "training": {"train_ratio": 64, "lr": 1.0e-4}})
+    assert cartpole.training.train_ratio == 128.0  # the preset wins over the top level
+    assert cartpole.training.lr == 1.0e-4  # keys it does not name keep the top-level value
+    assert "presets" not in cartpole.to_dict()  # the config holds the merged values only
+
+
+def test_load_config_changes_are_set_before_the_preset(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("training:\n  train_ratio: 64.0\npresets:\n  CarRacing-v3:\n    env:\n"
+                    "      action_repeat: 2\n      kwargs: {continuous: false}\n")
+    cfg = load_config(path, {"env.id": "CarRacing-v3", "env.kwargs": {"lap_complete_percent": 0.9}})
+    assert cfg.env.action_repeat == 2 and cfg.env.kwargs == {"continuous": False}
+    assert load_config(path, {"training.lr": 2.0e-4}).training.lr == 2.0e-4
+
+
+@pytest.mark.parametrize(("presets", "message"), [
+    ({"CartPole-v1": {"training": {"lr": "1e-3"}}},
+     "presets.CartPole-v1.training.lr: expected a float"),
+    ({"CartPole-v1": {"trainig": {}}}, "presets.CartPole-v1.trainig: unknown key"),
+    ({"CartPole-v1": {"env": {"id": "Pendulum-v1"}}}, "presets.CartPole-v1.env.id: a preset"),
+    ({"CartPole-v1": 3}, "presets.CartPole-v1: expected a mapping"),
+    ([1, 2], "presets: expected a mapping"),
+])
+def test_bad_presets_are_named(presets, message):
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.")):
+        config_from_dict({"presets": presets})
+
+
+def test_the_shipped_params_file_and_its_presets_are_valid():
+    from pathlib import Path
+
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    base = load_config(params)
+    for env_id in ("CartPole-v1", "CarRacing-v3"):
+        cfg = load_config(params, {"env.id": env_id})
+        assert cfg.env.id == env_id and cfg != base

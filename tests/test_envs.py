@@ -249,14 +249,12 @@ def test_render_mode_rgb_array_is_requested_when_supported():
 
 
 def test_make_envs_seeds_each_env_differently():
-    envs = make_envs(EnvConfig(id="Pendulum-v1", num_envs=2), seed=5)
-    try:
-        assert [env.seed for env in envs] == [5, 6]
-        first, second = (env.reset()["vector"] for env in envs)
+    with make_envs(EnvConfig(id="Pendulum-v1", num_envs=2), seed=5) as envs:
+        assert envs.num_envs == 2 and envs.spec.obs_shapes == {"vector": (3,)}
+        first, second = envs.reset(np.array([True, True]))["vector"]
         assert not np.array_equal(first, second)
-    finally:
-        for env in envs:
-            env.close()
+    with make_env(EnvConfig(id="Pendulum-v1"), seed=6) as alone:  # env 1 is seeded 5 + 1
+        assert np.array_equal(alone.reset()["vector"], second)
 
 
 # --- errors ---------------------------------------------------------------------------------------

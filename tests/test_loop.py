@@ -6,7 +6,7 @@ import torch
 
 from dreamer.agent import Agent
 from dreamer.checkpoint import load_checkpoint, save_checkpoint
-from dreamer.envs import DreamerEnv
+from dreamer.envs import make_envs
 from dreamer.loop import Hooks, Trainer, collect_random, train
 from dreamer.replay import ReplayBuffer
 from dreamer.seeding import seed_everything
@@ -16,7 +16,7 @@ from .conftest import tiny
 
 def test_collect_random_stores_episodes_with_the_time_convention():
     cfg = tiny()
-    env = DreamerEnv(cfg.env, 0)
+    env = make_envs(cfg.env, 0)
     replay = ReplayBuffer(env.spec, 1000)
     collector, records = collect_random(env, replay, 450, seed=0)
     assert [r.length for r in records] == [200, 200]  # Pendulum truncates at 200 steps
@@ -31,11 +31,11 @@ def test_collect_random_stores_episodes_with_the_time_convention():
 
 def _trainer(cfg, env_steps=None):
     seed_everything(cfg.seed)
-    warm_env = DreamerEnv(cfg.env, cfg.seed)
+    warm_env = make_envs(cfg.env, cfg.seed)
     replay = ReplayBuffer(warm_env.spec, 5000)
     collector, records = collect_random(warm_env, replay, cfg.warmup.steps, cfg.seed)
     agent = Agent(warm_env.spec, cfg)
-    env = DreamerEnv(cfg.env, cfg.seed + 1)
+    env = make_envs(cfg.env, cfg.seed + 1)
     return Trainer(agent, env, replay, cfg, collector.env_steps, len(records))
 
 
@@ -75,7 +75,7 @@ def test_resumed_run_continues_exactly(tmp_path):
     # A new process: fresh objects, then the saved state.
     second = _trainer(tiny(**{"training.env_steps": 520, "training.checkpoint_every": 100,
                               "training.train_ratio": 16.0, "seed": 0}))
-    second.replay = ReplayBuffer(second.env.spec, 5000)
+    second.replay = ReplayBuffer(second.envs.spec, 5000)
     second.replay.extend(saved["replay"])
     second.collector.replay = second.replay
     second.load_training_state(load_checkpoint(tmp_path / "state.pt")["trainer"])

@@ -132,7 +132,7 @@ def _episodes() -> pd.DataFrame:
 def test_good_episodes_pass_also_after_a_csv_round_trip(tmp_path):
     df = _episodes()
     schemas.validate_episodes(df, "x")
-    schemas.validate_eval_episodes(df.drop(columns=["stage"]), "x")
+    schemas.validate_episodes(df.drop(columns=["stage"]), "x")
     schemas.validate_train_returns(df, "x")
     path = tmp_path / "returns.csv"
     df.to_csv(path, index=False)

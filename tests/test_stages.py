@@ -280,3 +280,35 @@ def test_unreachable_mlflow_server_fails_fast(project, tmp_path):
         assert "unreachable" in line and time.monotonic() - started < 30
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def test_image_env_runs_through_every_stage_with_parallel_envs(tmp_path, monkeypatch):
+    """CarRacing at 16×16 pixels (debug size), two subprocess envs: warm-up, train, evaluate
+    with both videos, plot with the frame grids; the videos decode to the expected shapes."""
+    from pipeline.media import read_gif
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    write_params(tmp_path, **{
+        "env.id": "CarRacing-v3", "env.image_size": 16, "env.num_envs": 2,
+        "env.action_repeat": 2, "env.kwargs": {"max_episode_steps": 120},
+        "warmup.steps": 40, "training.env_steps": 120, "evaluate.episodes": 1})
+    for stage in ("warmup", "train", "evaluate", "plot"):
+        assert run_stage(stage) == 0, stage
+    meta = json.loads((tmp_path / "data/warmup/meta.json").read_text())
+    assert meta["spec"]["obs_shapes"] == {"image": [16, 16, 3]}
+    assert json.loads((tmp_path / "metrics/train.json").read_text())["env_steps"] == 120
+    episode = read_gif(tmp_path / "media/eval/episode.gif")
+    assert episode.ndim == 4 and len(episode) > 10 and episode.shape[-1] == 3
+    dream = read_gif(tmp_path / "media/eval/open_loop.gif")
+    # real | predicted | difference, ≤ 50 frames (the GIF merges identical consecutive frames)
+    assert dream.shape[1:] == (16, 48, 3) and 1 < len(dream) <= 50
+    assert np.array_equal(read_gif(tmp_path / "plots/open_loop.gif"), dream)
+    for name in ("eval_frames.png", "open_loop.png"):
+        assert (tmp_path / "plots" / name).stat().st_size > 5_000
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    runs = client.search_runs([client.get_experiment_by_name("stages-test").experiment_id],
+                              "tags.stage = 'evaluate'")
+    logged = {a.path for a in client.list_artifacts(runs[0].info.run_id, "video")}
+    assert logged == {"video/episode.gif", "video/open_loop.gif"}
