@@ -1,9 +1,10 @@
 """The interaction loop: collect with a policy, store in replay, train at ``train_ratio``.
 
 This is the user's roadmap end to end: warm-up with a random policy (``collect_random``), then the
-``Trainer`` alternates one env step (GRU h → posterior z → actor → env.step → replay) with the
-gradient steps that step is owed (``train_ratio / (B·T)`` per env step, official meaning), and calls
-hooks to log metrics, save checkpoints and stop.
+``Trainer`` alternates one step of every env (GRU h → posterior z → actor → env.step → replay) with
+the gradient steps those steps are owed (``train_ratio / (B·T)`` per env step, official meaning),
+and calls hooks to log metrics, save checkpoints and stop. The envs are ``env.num_envs``
+:class:`~dreamer.envs.DreamerEnv`, in this process or in subprocesses (``dreamer.envs.make_envs``).
 """
 
 from __future__ import annotations

@@ -246,10 +246,10 @@ def plot_frames(
         title: drawn above the grid.
     """
     grid = frame_grid(frames, ncols)
-    # show every frame at least ~128 px wide, whole figure at most ~1600 px wide
-    W = np.asarray(frames).shape[2]
-    zoom = min(max(1.0, 128 / W), 1600 / grid.shape[1])
-    title_in = 0.45 if title else 0.0
+    # show every frame at least ~128 px on its short side, whole figure at most ~1600 px wide
+    H, W = np.asarray(frames).shape[1:3]
+    zoom = min(max(1.0, 128 / min(H, W)), 1600 / grid.shape[1])
+    title_in = 0.1 + 0.25 * (title.count("\n") + 1) if title else 0.0
     fig = Figure(figsize=(grid.shape[1] * zoom / DPI, grid.shape[0] * zoom / DPI + title_in))
     ax = fig.add_axes((0, 0, 1, grid.shape[0] * zoom / DPI / fig.get_figheight()))
     ax.imshow(grid, interpolation="nearest")

@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> None:
             shutil.copyfile(dream, written[-1])
             written.append(plots.plot_frames(
                 frames[::OPEN_LOOP_EVERY], out / "open_loop.png", ncols=2,
-                title=f"{cfg.env.id}: real | predicted | difference; "
-                      f"steps 0, {OPEN_LOOP_EVERY}, …; 5 observed, then imagined"))
+                title=f"{cfg.env.id} open loop: real | predicted | difference\n"
+                      f"steps 0, {OPEN_LOOP_EVERY}, 10, …: 5 observed, then imagined"))
         for path in written:
             run.log_artifact(path, "plots")
     print("plot: " + ", ".join(str(p) for p in written))

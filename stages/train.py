@@ -9,6 +9,7 @@ otherwise starts from the warm-up replay.
 from __future__ import annotations
 
 import json
+import resource
 import sys
 from pathlib import Path
 
@@ -50,6 +51,10 @@ def try_resume(checkpoint: Path, trainer: Trainer, config_hash: str) -> dict | N
     if state.get("config_hash") != config_hash:
         print(f"train: {state_path} was written with other params; starting fresh",
               file=sys.stderr)
+        return None
+    # A finished run's checkpoint: DVC reruns this stage only because code or data changed.
+    if state["trainer"]["counters"]["env_steps"] >= trainer.cfg.training.env_steps:
+        print(f"train: {state_path} is a finished run; starting fresh", file=sys.stderr)
         return None
     replay = ReplayBuffer.load(checkpoint / "replay", trainer.replay.spec)
     replay.truncate(state["trainer"]["replay_steps"])  # the replay may be one save ahead
@@ -143,6 +148,8 @@ def main(argv: list[str] | None = None) -> None:
             "updates_per_second": round(agent.gradient_steps / max(counters.wall_seconds, 1e-9), 3),
             "return_last10_mean": float(recent.mean()) if len(recent) else None,
             "resumed": resumed,
+            # this process's peak resident memory (replay, model, optimiser state, env)
+            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         }
         if len(losses):
             summary.update({k: float(v) for k, v in losses.iloc[-1].items() if k.startswith("loss/")})

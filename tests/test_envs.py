@@ -137,6 +137,15 @@ def test_carracing_reset_and_step_give_resized_images():
         assert frame.ndim == 3 and frame.shape[2] == 3 and frame.dtype == np.uint8
 
 
+def test_discrete_carracing_through_env_kwargs():
+    with make_env(EnvConfig(id="CarRacing-v3", kwargs={"continuous": False}), seed=0) as env:
+        assert env.spec.discrete and env.spec.action_dim == 5
+        assert env.spec.obs_shapes == {"image": (64, 64, 3)}
+        env.reset()
+        obs, _, _, _ = env.step(np.eye(5, dtype=np.float32)[3])  # gas
+        assert obs["image"].shape == (64, 64, 3)
+
+
 # --- custom environments --------------------------------------------------------------------------
 def test_dict_observation_space_keeps_sub_space_names():
     with make_env(EnvConfig(id="tests/DictObs-v0"), seed=0) as env:

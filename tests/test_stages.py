@@ -216,6 +216,15 @@ def test_train_resumes_after_sigkill_and_restarts_when_params_change(project, tm
         assert third.returncode == 0, err
         assert "other params; starting fresh" in err
         assert json.loads((tmp_path / "metrics/train.json").read_text())["resumed"] is False
+
+        # Same params again (DVC reruns train when code or data changed): the checkpoint of the
+        # finished run is not "resumed" into a run with nothing left to do.
+        fourth = stage_process("train", tmp_path)
+        out, err = fourth.communicate(timeout=300)
+        assert fourth.returncode == 0, err
+        assert "is a finished run; starting fresh" in err
+        summary = json.loads((tmp_path / "metrics/train.json").read_text())
+        assert summary["resumed"] is False and summary["gradient_steps"] > 0
     finally:
         for key in env_mlflow:
             os.environ.pop(key, None)
