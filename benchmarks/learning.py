@@ -6,7 +6,8 @@
 Uses the library in memory (``dreamer.loop.train``) with the config of ``--params`` (default
 ``params.yaml``) plus ``--set`` overrides, set before the env preset is merged exactly as
 ``dvc exp run -S`` does, so a row here is what the pipeline's defaults achieve.
-Prints, per seed: evaluation return mean ± std over ``--episodes`` deterministic episodes, env steps,
+Prints, per seed: evaluation return mean ± std over ``--episodes`` deterministic episodes (and a
+random policy's mean on the same episodes), env steps,
 gradient steps, wall-clock seconds and peak RSS; with ``--curves DIR`` also writes each seed's
 training returns as CSV and a PNG of all seeds' curves.
 """
@@ -43,7 +44,7 @@ def main(argv=None) -> None:
     import torch
 
     from dreamer.config import load_config, override
-    from dreamer.evaluation import evaluate
+    from dreamer.evaluation import evaluate, evaluate_random
     from dreamer.loop import Hooks, train
 
     changes = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
@@ -62,11 +63,13 @@ def main(argv=None) -> None:
         train_seconds = time.perf_counter() - started
         records, _ = evaluate(agent, cfg, args.episodes)
         returns = [r.score for r in records]
+        baseline = [r.score for r in evaluate_random(cfg, args.episodes)]  # same episodes
         results.append({
             "env_id": cfg.env.id, "seed": seed, "size": cfg.model.size,
             "train_ratio": cfg.training.train_ratio, "lr": cfg.training.lr,
             "eval_return_mean": round(statistics.fmean(returns), 1),
             "eval_return_std": round(statistics.pstdev(returns), 1),
+            "random_return_mean": round(statistics.fmean(baseline), 1),
             "eval_episodes": len(returns), "env_steps": counters.env_steps,
             "gradient_steps": agent.gradient_steps, "train_seconds": round(train_seconds, 1),
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -76,7 +79,8 @@ def main(argv=None) -> None:
         if not args.json:
             r = results[-1]
             print(f"{r['env_id']} seed {seed}: eval {r['eval_return_mean']:.1f} ± "
-                  f"{r['eval_return_std']:.1f} ({r['eval_episodes']} episodes) after "
+                  f"{r['eval_return_std']:.1f} ({r['eval_episodes']} episodes; random policy "
+                  f"{r['random_return_mean']:.1f}) after "
                   f"{r['env_steps']} env steps, {r['gradient_steps']} updates, "
                   f"{r['train_seconds']:.0f} s, peak RSS {r['peak_rss_mib']} MiB", flush=True)
     if args.curves:

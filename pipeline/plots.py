@@ -83,7 +83,8 @@ def plot_returns(
     Args:
         train_returns_csv: ``metrics/train/returns.csv`` (columns ``env_step``, ``return``).
         eval_json: ``metrics/eval.json`` (or its dict) with ``return_mean``, ``return_std``,
-            ``env_steps`` and optionally ``episodes``; None to leave evaluation out.
+            ``env_steps`` and optionally ``episodes`` and ``random_return_mean`` (drawn as a
+            dashed line: the random policy on the same episodes); None to leave evaluation out.
         out_png: the PNG to write.
         title: e.g. the env id.
     """
@@ -127,6 +128,9 @@ def plot_returns(
             zorder=5,
             label=label,
         )
+        if "random_return_mean" in evaluation:
+            ax.axhline(evaluation["random_return_mean"], color="0.45", linestyle="--",
+                       linewidth=1.2, label="random policy, same evaluation episodes")
     if not len(df) and evaluation is None:
         _note(ax, "no finished episodes yet")
     ax.set_title(f"{title}: episode return" if title else "Episode return")

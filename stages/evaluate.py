@@ -4,6 +4,8 @@
         --episodes-csv metrics/eval/episodes.csv --media media/eval
 writes media/eval/episode.gif (the first episode, rendered) and, for image observations,
 media/eval/open_loop.gif (5 observed + 45 imagined frames: real | predicted | difference).
+metrics/eval.json also holds a uniform random policy's return on the same seeded episodes
+(``random_return_mean``, ``random_return_std``), so every run says whether the agent beats chance.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from dreamer.checkpoint import CheckpointError, load_agent
-from dreamer.evaluation import evaluate
+from dreamer.evaluation import evaluate, evaluate_random
 from dreamer.report import open_loop_frames
 from pipeline import cli, schemas, tables
 from pipeline.media import write_gif
@@ -37,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
                                    record_video=cfg.evaluate.video)
         episodes = schemas.validate_episodes(tables.episodes_frame(records), args.episodes_csv)
         returns = episodes["return"]
+        baseline = [r.score for r in evaluate_random(cfg, cfg.evaluate.episodes)]
         summary = {
             "return_mean": float(returns.mean()),
             "return_std": float(returns.std(ddof=0)),
@@ -46,6 +51,8 @@ def main(argv: list[str] | None = None) -> None:
             "episodes": len(episodes),
             "env_steps": int(info.get("env_steps", 0)),
             "gradient_steps": agent.gradient_steps,
+            "random_return_mean": float(np.mean(baseline)),
+            "random_return_std": float(np.std(baseline)),
         }
         cli.write_csv(args.episodes_csv, episodes)
         cli.write_json(args.metrics, summary)
@@ -62,8 +69,10 @@ def main(argv: list[str] | None = None) -> None:
         if dream is not None:
             write_gif(media / "open_loop.gif", dream, fps=10)
             run.log_artifact(media / "open_loop.gif", "video")
-    print(f"evaluate: return {summary['return_mean']:.1f} ± {summary['return_std']:.1f} over "
-          f"{summary['episodes']} episodes -> {args.metrics}")
+    print(f"evaluate: return {summary['return_mean']:.1f} ± {summary['return_std']:.1f} "
+          f"(random policy {summary['random_return_mean']:.1f} ± "
+          f"{summary['random_return_std']:.1f}) over {summary['episodes']} episodes -> "
+          f"{args.metrics}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import torch
 from dreamer.agent import Agent
 from dreamer.checkpoint import load_checkpoint, save_checkpoint
 from dreamer.envs import make_envs
+from dreamer.evaluation import evaluate, evaluate_random
 from dreamer.loop import Hooks, Trainer, collect_random, train
 from dreamer.replay import ReplayBuffer
 from dreamer.seeding import seed_everything
@@ -93,3 +94,15 @@ def test_train_in_one_call_on_a_discrete_env():
                             Hooks(on_metrics=rows.append))
     assert counters.env_steps == 150 and agent.spec.discrete and agent.gradient_steps > 0
     assert [r["env_step"] for r in rows] == [100, 150]
+
+
+def test_random_baseline_runs_the_evaluation_episodes_reproducibly():
+    cfg = tiny()
+    agent = Agent(make_envs(cfg.env, 0).spec, cfg)
+    evaluated, _ = evaluate(agent, cfg, 3)
+    baseline = evaluate_random(cfg, 3)
+    assert [r.seed for r in baseline] == [r.seed for r in evaluated] == [10_000, 10_001, 10_002]
+    assert [r.length for r in baseline] == [200, 200, 200]
+    scores = [r.score for r in baseline]
+    assert scores == [r.score for r in evaluate_random(cfg, 3)]  # seeded action spaces
+    assert len(set(scores)) == 3 and scores != [r.score for r in evaluated]

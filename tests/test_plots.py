@@ -54,7 +54,8 @@ def test_plot_returns_pendulum_with_evaluation(tmp_path):
     csv = _returns_csv(tmp_path / "returns.csv", returns, np.full(n, 200))
     eval_json = tmp_path / "eval.json"
     eval_json.write_text(
-        json.dumps({"return_mean": -180.0, "return_std": 40.0, "env_steps": 12000, "episodes": 10})
+        json.dumps({"return_mean": -180.0, "return_std": 40.0, "env_steps": 12000, "episodes": 10,
+                    "random_return_mean": -1250.0})
     )
     out = plots.plot_returns(
         csv, eval_json, tmp_path / "plots" / "returns.png", title="Pendulum-v1"

@@ -115,6 +115,14 @@ def test_stage_outputs(project):
     assert evaluation["episodes"] == 2 and evaluation["env_steps"] == 600
     episodes = schemas.read_csv(project / "metrics/eval/episodes.csv", schemas.validate_episodes)
     assert np.isclose(episodes["return"].mean(), evaluation["return_mean"])
+    # the random baseline: the same two seeded episodes with uniform random actions
+    from dreamer.config import load_config
+    from dreamer.evaluation import evaluate_random
+
+    baseline = [r.score for r in evaluate_random(load_config(project / "params.yaml"), 2)]
+    assert evaluation["random_return_mean"] == pytest.approx(np.mean(baseline))
+    assert evaluation["random_return_std"] == pytest.approx(np.std(baseline))
+    assert evaluation["random_return_mean"] < -500  # Pendulum: random swinging scores ≈ −1,200
 
     from pipeline.media import read_gif
 
