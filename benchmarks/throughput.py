@@ -1,19 +1,24 @@
-"""Throughput of one DreamerV3 update and one policy step, per model size, on this machine.
+"""Throughput of one DreamerV3 update and one policy step: the fast path against eager float32.
 
     python benchmarks/throughput.py                      # size1m and the two reference widths
-    python benchmarks/throughput.py --sizes debug size12m --json
+    python benchmarks/throughput.py --sizes size12m --image --action-dim 3
+    python benchmarks/throughput.py --variants eager-float32 eager-bfloat16 compiled-float32 \
+        compiled-bfloat16                                # what each lever gives on its own
 
-For each size (run in its own subprocess, so peak RSS is per size) it prints
-- seconds per update (world model + behaviour, B × T replayed steps) and updates/s,
-- where an update's time goes: world-model forward, world-model backward + optimiser,
-  imagination (H steps from every posterior state), behaviour losses, behaviour backward + optimisers,
-- the update's FLOPs (matmuls and convolutions, forward + backward, counted by torch's
-  FlopCounterMode) and the fraction of this machine's float32 matmul peak that achieves,
-- policy steps/s at batch 1 (acting in one env), parameter count and peak RSS.
-The matmul peak is measured in the same process (float32 2048³ matmuls, best of several), so the
-fraction is comparable across machines. Timings are the median of ``--repeats`` updates after
-``--warmup`` untimed ones, on a fixed synthetic batch of a Pendulum-like spec (3-D vector
-observation, 1-D continuous action) unless ``--image`` / ``--action-dim`` are given.
+Each size runs in its own subprocess. Inside it, one agent per variant (same seed, same weights at
+the start) is built, the compiled ones are compiled (the seconds are printed separately), and then
+the variants' updates are timed *interleaved* (A, B, A, B, …) on one fixed synthetic batch, so a
+machine that speeds up or slows down during the run affects all variants alike. The first variant
+is the baseline of the printed ratios. A variant is ``eager`` or ``compiled`` and a precision
+(``float32``, ``bfloat16`` or ``auto``, the default: bfloat16 where the hardware has it).
+
+Per variant it prints seconds per update (median), the ratio to the baseline, the phases of an
+update (world-model forward, imagination, behaviour forward, backward, optimiser), the achieved
+rate (the update's float32 FLOPs, matmuls and convolutions forward + backward counted by torch's
+FlopCounterMode, over seconds) as a fraction of this process's float32 matmul peak (2048³
+matmuls, best of several), and the policy step at batch 1 (what ``Agent.act`` costs an env step).
+The batch is Pendulum-shaped (3-D vector observation, 1-D continuous action) unless ``--image`` /
+``--action-dim`` are given. ``--device cuda`` times the same on a GPU.
 """
 
 from __future__ import annotations
@@ -36,56 +41,66 @@ PRESETS = {
     "size1m-c16-u128": ("size1m", {"classes": 16, "units": 128}),  # deter 512, 32×16, units 128
     "size12m": ("size12m", {}),
 }
+PHASES = {  # phase name → (attribute path on the agent, method)
+    "world model forward": ("world_model", "loss"),
+    "imagination": ("actor_critic", "imagine"),
+    "behaviour forward": ("actor_critic", "losses"),
+    "backward": ("optimizer", "backward"),
+    "optimiser": ("optimizer", "step"),
+}
 
 
-def matmul_peak(threads: int, n: int = 2048, repeats: int = 5) -> float:
-    """Best float32 FLOP/s of an n³ matmul."""
+def matmul_peak(dtype, n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
+    """Best FLOP/s of an n³ matmul in ``dtype``."""
     import torch
 
-    torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
+    a = torch.randn(n, n, device=device).to(dtype)
+    b = torch.randn(n, n, device=device).to(dtype)
     a @ b
     best = float("inf")
     for _ in range(repeats):
+        _sync(device)
         start = time.perf_counter()
         a @ b
+        _sync(device)
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
 
 
 class PhaseTimer:
     """Accumulates wall time of wrapped callables by phase name."""
 
-    def __init__(self):
+    def __init__(self, device: str):
         self.seconds: dict[str, float] = {}
+        self.device = device
 
     def wrap(self, name: str, fn):
         def timed(*args, **kwargs):
+            _sync(self.device)
             start = time.perf_counter()
             try:
                 return fn(*args, **kwargs)
             finally:
+                _sync(self.device)
                 self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - start
 
         return timed
 
 
-def measure(name: str, args) -> dict:
-    """All figures for one size, in this process."""
-    import numpy as np
+def synthetic(args):
+    """The env spec and one fixed (B, T) batch."""
     import torch
-    from torch.utils.flop_counter import FlopCounterMode
 
-    from dreamer.agent import Agent
-    from dreamer.config import config_from_dict
     from dreamer.envs import EnvSpec
     from dreamer.replay import Batch
 
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    size, overrides = PRESETS.get(name, (name, {}))
-    cfg = config_from_dict({"model": {"size": size, **overrides},
-                            "training": {"batch_size": args.batch, "batch_length": args.length}})
     if args.image:
         shapes, image_keys, vector_keys = {"image": (64, 64, 3)}, ("image",), ()
     else:
@@ -93,7 +108,6 @@ def measure(name: str, args) -> dict:
     A = args.action_dim
     spec = EnvSpec(shapes, image_keys, vector_keys, action_dim=A, discrete=False,
                    action_low=(-1.0,) * A, action_high=(1.0,) * A, env_id="synthetic")
-    agent = Agent(spec, cfg)
     B, T = args.batch, args.length
     g = torch.Generator().manual_seed(0)
     obs = {"image": torch.randint(0, 256, (B, T, 64, 64, 3), generator=g, dtype=torch.uint8)} \
@@ -103,74 +117,133 @@ def measure(name: str, args) -> dict:
     flags = torch.zeros(B, T, dtype=torch.bool)
     batch = Batch(obs, torch.rand(B, T, A, generator=g) * 2 - 1, torch.randn(B, T, generator=g),
                   is_first, flags, flags)
+    return spec, batch
 
-    # Where the time goes: wrap the phases of Agent.train_step on this instance.
-    timer = PhaseTimer()
-    wm, ac = agent.world_model, agent.actor_critic
-    wm.loss = timer.wrap("world model forward", wm.loss)
-    ac.imagine = timer.wrap("imagination", ac.imagine)
-    ac.loss = timer.wrap("behaviour forward (incl. imagination)", ac.loss)
-    opt = agent.optimizers
-    opt["world_model"].step = timer.wrap("world model backward + optimiser",
-                                         opt["world_model"].step)
-    for role in ("actor", "critic"):
-        opt[role].step = timer.wrap("behaviour backward + optimisers", opt[role].step)
+
+def measure(name: str, args) -> dict:
+    """All figures for one size and every variant, in this process."""
+    import numpy as np
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from dreamer.agent import Agent
+    from dreamer.config import config_from_dict, override
+
+    torch.set_num_threads(args.threads)
+    size, overrides = PRESETS.get(name, (name, {}))
+    spec, batch = synthetic(args)
+    agents, timers, compile_seconds = {}, {}, {}
+    for variant in args.variants:
+        mode, precision = variant.split("-")
+        torch.manual_seed(0)
+        cfg = config_from_dict({
+            "device": args.device, "precision": precision, "compile": mode == "compiled",
+            "model": {"size": size, **overrides},
+            "training": {"batch_size": args.batch, "batch_length": args.length}})
+        agent = Agent(spec, cfg)
+        if cfg.compile:
+            compile_seconds[variant] = agent.compile(num_envs=1)
+        timer = PhaseTimer(args.device)
+        for phase, (owner, method) in PHASES.items():
+            target = getattr(agent, owner)
+            setattr(target, method, timer.wrap(phase, getattr(target, method)))
+        agents[variant], timers[variant] = agent, timer
 
     for _ in range(args.warmup):
-        agent.train_step(batch)
-    timer.seconds.clear()
-    times = []
-    for _ in range(args.repeats):
-        start = time.perf_counter()
-        agent.train_step(batch)
-        times.append(time.perf_counter() - start)
-    phases = {k: v / args.repeats for k, v in timer.seconds.items()}
-    phases["behaviour forward (excl. imagination)"] = (
-        phases.pop("behaviour forward (incl. imagination)") - phases["imagination"])
-    total = sum(times) / len(times)
-    phases["other (metrics, slow critic, batch)"] = max(0.0, total - sum(phases.values()))
+        for agent in agents.values():
+            agent.train_step(batch)
+    for timer in timers.values():
+        timer.seconds.clear()
+    times = {variant: [] for variant in agents}
+    for _ in range(args.repeats):  # interleaved: drift of the machine hits every variant alike
+        for variant, agent in agents.items():
+            _sync(args.device)
+            start = time.perf_counter()
+            agent.train_step(batch)
+            _sync(args.device)
+            times[variant].append(time.perf_counter() - start)
 
+    baseline = agents[args.variants[0]]
+    counted = Agent(spec, override(baseline.cfg, precision="float32", compile=False))
     counter = FlopCounterMode(display=False)
-    with counter:
-        agent.train_step(batch)
+    with counter:  # the model's float32 FLOPs: the same work for every variant
+        counted.train_step(batch)
     flops = counter.get_total_flops()
+    del counted
+    peak32 = matmul_peak(torch.float32, device=args.device)
+    peak16 = matmul_peak(torch.bfloat16, device=args.device)
 
-    policy_state = agent.initial_state(1)
-    one = {k: v[:1, 0].numpy() for k, v in obs.items()}
+    one = {k: v[:1, 0].numpy() for k, v in batch.obs.items()}
     first = np.array([False])
-    for _ in range(20):
-        _, policy_state = agent.act(one, first, policy_state)
-    start = time.perf_counter()
-    for _ in range(args.policy_steps):
-        _, policy_state = agent.act(one, first, policy_state)
-    policy_rate = args.policy_steps / (time.perf_counter() - start)
+    policy_ms = {}
+    for variant, agent in agents.items():
+        state = agent.initial_state(1)
+        for _ in range(20):
+            _, state = agent.act(one, first, state)
+        start = time.perf_counter()
+        for _ in range(args.policy_steps):
+            _, state = agent.act(one, first, state)
+        policy_ms[variant] = 1e3 * (time.perf_counter() - start) / args.policy_steps
 
-    peak = matmul_peak(args.threads)
-    seconds = statistics.median(times)
+    base_seconds = statistics.median(times[args.variants[0]])
+    results = {}
+    for variant, agent in agents.items():
+        seconds = statistics.median(times[variant])
+        phases = {k: v / args.repeats for k, v in timers[variant].seconds.items()}
+        phases["other (batch, metrics sync, slow critic)"] = max(
+            0.0, sum(times[variant]) / args.repeats - sum(phases.values()))
+        results[variant] = {
+            "matmul_dtype": str(agent.matmul_dtype).removeprefix("torch."),
+            "seconds_per_update": round(seconds, 4),
+            "seconds_min_max": [round(min(times[variant]), 4), round(max(times[variant]), 4)],
+            "speedup": round(base_seconds / seconds, 2),
+            "achieved_gflops": round(flops / seconds / 1e9, 1),
+            "fraction_of_float32_peak": round(flops / seconds / peak32, 3),
+            "phases_seconds": {k: round(v, 4) for k, v in phases.items()},
+            "policy_ms": round(policy_ms[variant], 3),
+            "compile_seconds": round(compile_seconds.get(variant, 0.0), 1),
+        }
     return {
         "size": name,
-        "params_million": round(sum(p.numel() for p in agent.parameters()) / 1e6, 3),
-        "widths": {k: getattr(cfg.model, k) for k in
+        "params_million": round(sum(p.numel() for p in baseline.parameters()) / 1e6, 3),
+        "widths": {k: getattr(baseline.cfg.model, k) for k in
                    ("deter", "hidden", "units", "stoch", "classes", "blocks", "layers")},
-        "seconds_per_update": round(seconds, 4),
-        "updates_per_second": round(1 / seconds, 3),
-        "phases_seconds": {k: round(v, 4) for k, v in phases.items()},
         "update_gflop": round(flops / 1e9, 2),
-        "achieved_gflops": round(flops / seconds / 1e9, 1),
-        "matmul_peak_gflops": round(peak / 1e9, 1),
-        "fraction_of_peak": round(flops / seconds / peak, 3),
-        "policy_steps_per_second": round(policy_rate, 1),
+        "matmul_peak_gflops": {"float32": round(peak32 / 1e9, 1),
+                               "bfloat16": round(peak16 / 1e9, 1)},
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "variants": results,
     }
+
+
+def report(r: dict, variants: list[str]) -> None:
+    peaks = r["matmul_peak_gflops"]
+    print(f"{r['size']}: {r['params_million']:.2f}M params, {r['update_gflop']:.1f} GFLOP per "
+          f"update; matmul peak {peaks['float32']:.0f} GFLOP/s float32, {peaks['bfloat16']:.0f} "
+          f"bfloat16; process peak RSS {r['peak_rss_mib']:.0f} MiB")
+    for variant in variants:
+        v = r["variants"][variant]
+        compiled = f", compiled in {v['compile_seconds']:.1f} s" if v["compile_seconds"] else ""
+        print(f"  {variant:<18} {v['seconds_per_update']:.3f} s/update "
+              f"({v['seconds_min_max'][0]:.3f}–{v['seconds_min_max'][1]:.3f}) "
+              f"{v['speedup']:.2f}×  {v['achieved_gflops']:.0f} GFLOP/s = "
+              f"{100 * v['fraction_of_float32_peak']:.0f}% of float32 peak  "
+              f"policy {v['policy_ms']:.3f} ms/step  matmuls {v['matmul_dtype']}{compiled}")
+        for phase, seconds in v["phases_seconds"].items():
+            print(f"{'':>22}{phase:<42} {seconds:.3f} s "
+                  f"({100 * seconds / v['seconds_per_update']:.0f}%)")
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", nargs="+", default=list(PRESETS),
                    help=f"model.size presets or {', '.join(PRESETS)}")
+    p.add_argument("--variants", nargs="+", default=["eager-float32", "compiled-auto"],
+                   help="{eager,compiled}-{float32,bfloat16,auto}; the first is the baseline")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--length", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--policy-steps", type=int, default=300)
@@ -180,6 +253,10 @@ def main(argv=None) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one size, print JSON
     args = p.parse_args(argv)
+    for variant in args.variants:
+        mode, _, precision = variant.partition("-")
+        if mode not in ("eager", "compiled") or precision not in ("float32", "bfloat16", "auto"):
+            p.error(f"--variants: {variant!r} is not {{eager,compiled}}-{{float32,bfloat16,auto}}")
     if args.one:
         print(json.dumps(measure(args.one, args)))
         return
@@ -192,19 +269,10 @@ def main(argv=None) -> None:
             sys.exit(f"{name}: {done.stderr.strip().splitlines()[-1]}")
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
         if not args.json:
-            r = results[-1]
-            print(f"{r['size']:>16}: {r['params_million']:.2f}M params  "
-                  f"{r['seconds_per_update']:.3f} s/update ({r['updates_per_second']:.2f}/s)  "
-                  f"{r['update_gflop']:.1f} GFLOP  {r['achieved_gflops']:.0f} GFLOP/s = "
-                  f"{100 * r['fraction_of_peak']:.0f}% of {r['matmul_peak_gflops']:.0f}  "
-                  f"policy {r['policy_steps_per_second']:.0f} steps/s  "
-                  f"RSS {r['peak_rss_mib']:.0f} MiB")
-            for phase, seconds in r["phases_seconds"].items():
-                print(f"{'':>18}{phase:<42} {seconds:.3f} s "
-                      f"({100 * seconds / r['seconds_per_update']:.0f}%)")
+            report(results[-1], args.variants)
     if args.json:
         print(json.dumps({"batch": args.batch, "length": args.length, "threads": args.threads,
-                          "image": args.image, "results": results}))
+                          "image": args.image, "device": args.device, "results": results}))
 
 
 if __name__ == "__main__":

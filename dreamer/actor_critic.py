@@ -15,9 +15,10 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from .compiled import compiled
 from .config import BehaviorConfig, ModelConfig
 from .distributions import BoundedNormal, OneHotCategorical, TwoHot
-from .networks import MLP
+from .networks import MLP, as_matmul_input
 from .world_model import State, WorldModel
 
 
@@ -41,6 +42,25 @@ def lambda_return(reward: Tensor, continues: Tensor, value: Tensor, gamma: float
     return torch.stack(returns[1:][::-1], 1)
 
 
+def percentiles(x: Tensor, quantiles: tuple[float, ...]) -> Tensor:
+    """``torch.quantile(x, quantiles)`` (linear interpolation) by order-statistic selection.
+
+    Each quantile needs only the two order statistics around its position, which ``kthvalue``
+    selects in linear time; ``torch.quantile`` sorts all of ``x`` (about 15k imagined returns per
+    update, ≈ 0.9 ms on CPU against ≈ 0.1 ms here). ``x`` is flattened. Returns ``(len(quantiles),)``.
+    """
+    x = x.flatten()
+    n = x.numel()
+    values = []
+    for q in quantiles:
+        position = q * (n - 1)
+        below = int(position)  # 0-based rank; kthvalue counts from 1
+        low = torch.kthvalue(x, below + 1).values
+        high = torch.kthvalue(x, min(below + 2, n)).values
+        values.append(low + (position - below) * (high - low))
+    return torch.stack(values)
+
+
 class ReturnNormalizer(nn.Module):
     """EMA of the 5th and 95th percentiles of λ-returns; scale = max(1, P95 − P5) (paper eq. 11)."""
 
@@ -53,23 +73,21 @@ class ReturnNormalizer(nn.Module):
 
     @torch.no_grad()
     def update(self, returns: Tensor) -> None:
-        q = torch.quantile(returns.flatten().float(),
-                           torch.tensor(self.quantiles, device=returns.device))
-        if not self.initialised:
-            self.low.copy_(q[0])
-            self.high.copy_(q[1])
-            self.initialised.fill_(True)
-        else:
-            self.low.lerp_(q[0], self.rate)
-            self.high.lerp_(q[1], self.rate)
+        """Move the EMAs toward this batch's percentiles (the first batch sets them). No host
+        sync: the first-batch case is a ``where``, so this runs inside a compiled graph."""
+        q = percentiles(returns.float(), self.quantiles)
+        rate = torch.where(self.initialised, self.rate, 1.0)
+        self.low.lerp_(q[0], rate)
+        self.high.lerp_(q[1], rate)
+        self.initialised.fill_(True)
 
     def scale(self) -> Tensor:
         return torch.clamp(self.high - self.low, min=1.0)
 
 
 class Imagination(NamedTuple):
-    """An imagined rollout from N starts. Features/actions ``(N, H+1, ...)``; action k is taken
-    at state k (the last one is never used). Continuous actions are the unclipped samples."""
+    """An imagined rollout from N starts: features ``(N, H+1, F)`` of states 0…H and the actions
+    ``(N, H, A)`` taken at states 0…H−1. Continuous actions are the unclipped samples."""
 
     features: Tensor
     actions: Tensor
@@ -82,17 +100,20 @@ class ActorCritic(nn.Module):
                  discrete: bool):
         super().__init__()
         self.cfg, self.discrete, self.unimix = cfg, discrete, model_cfg.unimix
-        F, units, layers = model_cfg.feature_dim, model_cfg.units, max(model_cfg.layers, 1)
+        features, units, layers = model_cfg.feature_dim, model_cfg.units, max(model_cfg.layers, 1)
         actor_out = action_dim if discrete else 2 * action_dim
-        self.actor = MLP(F, units, layers, out=actor_out, out_scale=0.01)
-        self.critic = MLP(F, units, layers, out=model_cfg.reward_bins, out_scale=0.0)
+        self.actor = MLP(features, units, layers, out=actor_out, out_scale=0.01)
+        self.critic = MLP(features, units, layers, out=model_cfg.reward_bins, out_scale=0.0)
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.return_norm = ReturnNormalizer(cfg.return_norm_rate, cfg.return_norm_low,
                                             cfg.return_norm_high)
 
     def policy(self, feat: Tensor):
         """Action distribution at ``feat (..., F)``: OneHotCategorical or BoundedNormal."""
-        out = self.actor(feat)
+        return self.distribution(self.actor(feat))
+
+    def distribution(self, out: Tensor):
+        """The action distribution of actor outputs ``out (..., A or 2A)``."""
         if self.discrete:
             return OneHotCategorical(out, self.unimix)
         mean, std = out.chunk(2, -1)
@@ -107,58 +128,73 @@ class ActorCritic(nn.Module):
         return action if self.discrete else action.clamp(-1.0, 1.0)
 
     def imagine(self, world_model: WorldModel, start: State) -> Imagination:
-        """Roll the prior H steps from ``start (N, ...)`` with the actor.
-
-        The dynamics receive the action clipped to [−1, 1], as the env and the replay do; the
-        rollout keeps the unclipped sample, whose log-probability is the unbiased REINFORCE score.
-        (Scoring the clipped value biases the std upward: clipped samples look closer to the
-        mean than they were drawn, so a negative advantage pushes the std to its maximum.)
-        """
+        """Roll the prior H steps from ``start (N, ...)`` with the actor (:meth:`imagine_step`)."""
         state, features, actions = start, [], []
         for _ in range(self.cfg.horizon):
-            feat = state.features()
-            action = self.policy(feat).sample()
+            feat, action, state = self.imagine_step(world_model, state)
             features.append(feat)
             actions.append(action)
-            state = world_model.rssm.imagine_step(state, self._clip(action))
-        feat = state.features()
-        features.append(feat)
-        actions.append(self.policy(feat).sample())
+        features.append(as_matmul_input(state.features()))
         return Imagination(torch.stack(features, 1), torch.stack(actions, 1))
+
+    @compiled
+    def imagine_step(self, world_model: WorldModel, state: State) -> tuple[Tensor, Tensor, State]:
+        """Act at ``state (N, ...)`` and predict the next state with the prior.
+
+        Returns feat ``(N, F)`` (as a matmul input: every later use of it is one), the action
+        ``(N, A)`` and the next state. The dynamics receive the
+        action clipped to [−1, 1], as the env and the replay do; the rollout keeps the unclipped
+        sample, whose log-probability is the unbiased REINFORCE score. (Scoring the clipped value
+        biases the std upward: clipped samples look closer to the mean than they were drawn, so a
+        negative advantage pushes the std to its maximum.)
+        """
+        feat = state.features()
+        action = self.policy(feat).sample()
+        return as_matmul_input(feat), action, world_model.rssm.imagine_step(state, self._clip(action))
 
     @torch.no_grad()
     def update_slow_critic(self) -> None:
-        for slow, fast in zip(self.slow_critic.parameters(), self.critic.parameters()):
-            slow.lerp_(fast, self.cfg.slow_critic_rate)
+        slow, fast = list(self.slow_critic.parameters()), list(self.critic.parameters())
+        torch._foreach_lerp_(slow, fast, self.cfg.slow_critic_rate)
 
     def loss(self, world_model: WorldModel, start: State, start_continue: Tensor
              ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
-        """Actor and critic losses from imagined rollouts.
+        """Actor and critic losses from rollouts imagined from ``start``.
 
         Args:
             start: posterior states ``(N, ...)``, detached; start_continue ``(N,)``: 1 − is_terminal.
         Returns:
             actor loss, critic loss (scalars), and metrics.
         """
-        cfg = self.cfg
-        through_dynamics = cfg.actor_gradient == "dynamics" and not self.discrete
-        if through_dynamics:
+        # REINFORCE needs no gradient through the rollout: run it without autograd's graph.
+        with torch.set_grad_enabled(self.through_dynamics):
             imagined = self.imagine(world_model, start)
-        else:
-            # REINFORCE needs no gradient through the rollout: run it without autograd's graph.
-            with torch.no_grad():
-                imagined = self.imagine(world_model, start)
+        return self.losses(world_model, imagined, start_continue)
+
+    @property
+    def through_dynamics(self) -> bool:
+        """The actor learns by backpropagating returns through the model (paper v1)."""
+        return self.cfg.actor_gradient == "dynamics" and not self.discrete
+
+    @compiled
+    def losses(self, world_model: WorldModel, imagined: Imagination, start_continue: Tensor
+               ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        """Actor and critic losses on an imagined rollout (see :meth:`loss`)."""
+        cfg = self.cfg
+        through_dynamics = self.through_dynamics
         feat = imagined.features  # (N, H+1, F)
 
+        # Every head runs on all H+1 states and its output is sliced: a time slice of feat is not
+        # contiguous, and a matmul on it would copy the weight per row.
         with torch.set_grad_enabled(through_dynamics):
-            reward = world_model.reward(feat)  # (N, H+1)
+            reward = world_model.reward(feat)  # (N, H+1), index 0 unused
             continues = world_model.continue_prob(feat)
-        continues = torch.cat([start_continue.unsqueeze(1), continues[:, 1:]], 1)
+        continues = torch.cat([start_continue.unsqueeze(1), continues[:, 1:]], 1)  # (N, H+1)
         critic_logits = self.critic(feat.detach())  # (N, H+1, K), trained below
         value = TwoHot(critic_logits).mean().detach()  # (N, H+1)
         # Dynamics backprop differentiates the returns through the bootstrap values as well; that
-        # needs its own critic pass on the non-detached features (the critic's own loss must not
-        # share a graph with the actor's, which is freed by the actor's backward).
+        # needs its own critic pass on the non-detached features, so that the critic's loss stays
+        # independent of the actor's.
         bootstrap = TwoHot(self.critic(feat)).mean() if through_dynamics else value
         returns = lambda_return(reward, continues, bootstrap, cfg.gamma, cfg.return_lambda)
         # Weight of each imagined step: discounted probability that the trajectory is alive.
@@ -168,18 +204,18 @@ class ActorCritic(nn.Module):
         scale = self.return_norm.scale()
         advantage = (returns - value[:, :-1]) / scale  # (N, H)
 
-        policy = self.policy(feat[:, :-1].detach())
+        policy = self.distribution(self.actor(feat.detach())[:, :-1])  # at states 0…H−1
         entropy = policy.entropy()  # (N, H)
         if through_dynamics:
             actor_objective = advantage
         else:
-            log_prob = policy.log_prob(imagined.actions[:, :-1])  # (N, H)
+            log_prob = policy.log_prob(imagined.actions)  # (N, H)
             actor_objective = log_prob * advantage.detach()
         actor_loss = -(weight[:, :-1] * (actor_objective + cfg.entropy * entropy)).mean()
 
         critic_dist = TwoHot(critic_logits[:, :-1])
         with torch.no_grad():
-            slow_value = TwoHot(self.slow_critic(feat[:, :-1])).mean()
+            slow_value = TwoHot(self.slow_critic(feat)[:, :-1]).mean()
         critic_loss = critic_dist.loss(returns.detach())
         critic_loss = critic_loss + cfg.slow_critic_scale * critic_dist.loss(slow_value)
         critic_loss = (weight[:, :-1] * critic_loss).mean()

@@ -1,13 +1,22 @@
 """The DreamerV3 agent: acting with the filtered latent state, and one training step.
 
 ``Agent.act`` follows the user's roadmap for one env step: GRU → posterior from the new observation
-→ actor. ``Agent.train_step`` is one gradient step of the world model on a replayed (B, T) batch,
-then one of actor and critic on H-step imaginations from every posterior state.
+→ actor. ``Agent.train_step`` is one gradient step on a replayed (B, T) batch: the world-model
+losses, then actor and critic losses on H-step imaginations from every posterior state, and one
+optimiser step for all three (as the official code does).
+
+How it computes (``params.yaml`` ``device``, ``precision``, ``compile``): on ``device`` with the
+precision policy of ``networks.py`` (bfloat16 matmuls, float32 everything else, under
+:meth:`Agent.autocast`), and, after :meth:`Agent.compile`, through torch.compile'd graphs of the
+hot paths (``compiled.py``). The eager float32 path stays available and is what the throughput
+benchmark compares against.
 """
 
 from __future__ import annotations
 
+import copy
 import math
+import time
 from typing import NamedTuple
 
 import numpy as np
@@ -15,8 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from .actor_critic import ActorCritic
+from .compiled import check_compiler, compile_marked, compiled, is_compiled
 from .config import Config
-from .optim import ModuleOptimizer
+from .optim import Optimizer
+from .replay import Batch
+from .seeding import restore_rng_state, rng_state
 from .world_model import State, WorldModel
 
 
@@ -39,22 +51,70 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def native_bfloat16(device: torch.device) -> bool:
+    """Whether ``device`` multiplies bfloat16 matrices in hardware: CUDA with bf16 support, or a
+    CPU with AVX512-BF16 or AMX. Elsewhere bf16 matmuls are emulated and slower than float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    return False
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype:
+    """The matmul dtype for ``precision`` (auto: bfloat16 where native, else float32)."""
+    if name == "auto":
+        return torch.bfloat16 if native_bfloat16(device) else torch.float32
+    return torch.bfloat16 if name == "bfloat16" else torch.float32
+
+
 class Agent(nn.Module):
-    """World model + actor-critic with their optimisers; built from an env spec and the config."""
+    """World model + actor-critic with their optimiser; built from an env spec and the config."""
 
     def __init__(self, spec, cfg: Config):
         super().__init__()
         self.spec, self.cfg = spec, cfg
         self.device = resolve_device(cfg.device)
+        self.matmul_dtype = resolve_precision(cfg.precision, self.device)
         self.world_model = WorldModel(spec, cfg.model, cfg.world_model)
         self.actor_critic = ActorCritic(cfg.model, cfg.behavior, spec.action_dim, spec.discrete)
         self.to(self.device)
-        self.optimizers = {
-            "world_model": ModuleOptimizer(self.world_model, cfg.training, "world_model"),
-            "actor": ModuleOptimizer(self.actor_critic.actor, cfg.training, "actor"),
-            "critic": ModuleOptimizer(self.actor_critic.critic, cfg.training, "critic"),
-        }
+        self.optimizer = Optimizer({"world_model": self.world_model,
+                                    "actor": self.actor_critic.actor,
+                                    "critic": self.actor_critic.critic}, cfg.training)
         self.gradient_steps = 0
+
+    def autocast(self):
+        """The precision policy's context: matmuls in ``matmul_dtype`` (see ``networks.py``).
+
+        It covers the batched work of an update (encoder, heads and losses over B·T steps, the
+        imagination from B·T starts). The RSSM filter (B rows per step) and the policy step
+        (one row per env) run in float32: there a bfloat16 matmul's fixed cost outweighs its speed.
+        """
+        return torch.autocast(self.device.type, dtype=torch.bfloat16,
+                              enabled=self.matmul_dtype == torch.bfloat16)
+
+    def compile(self, num_envs: int = 1) -> float:
+        """torch.compile the hot paths (``@compiled`` methods) and compile them now.
+
+        Runs one update on a zero batch and one policy step for ``num_envs`` envs, then restores
+        weights, optimiser, counters and RNG states, so compiling changes nothing but speed and
+        no compilation stalls training later. Returns the seconds it took (a few with a warm
+        inductor cache, ``compiled.use_cache_dir``). Training only: evaluation runs eagerly.
+        """
+        check_compiler(self.device)
+        compile_marked(self, self.device)
+        start = time.perf_counter()
+        saved, rng = copy.deepcopy(self.training_state()), rng_state()
+        t = self.cfg.training
+        self.train_step(Batch.zeros(self.spec, t.batch_size, t.batch_length))
+        obs = {k: np.zeros((num_envs, *shape), np.uint8 if k in self.spec.image_keys
+                           else np.float32) for k, shape in self.spec.obs_shapes.items()}
+        self.act(obs, np.ones(num_envs, bool), self.initial_state(num_envs))
+        self.load_training_state(saved)
+        restore_rng_state(rng)
+        self.optimizer.optimizer.zero_grad(set_to_none=True)
+        return time.perf_counter() - start
 
     # --- acting ------------------------------------------------------------------------------
     def initial_state(self, batch: int = 1) -> PolicyState:
@@ -71,65 +131,74 @@ class Agent(nn.Module):
             deterministic: take the mode of the policy (evaluation) instead of sampling.
         Returns:
             actions ``(N, A)`` in agent format (one-hot or [−1, 1]) and the next policy state.
+            The action's copy to the host is the step's only device sync.
         """
         obs_t = {k: torch.as_tensor(v, device=self.device) for k, v in obs.items()}
         is_first_t = torch.as_tensor(is_first, device=self.device, dtype=torch.bool)
-        embed = self.world_model.encoder(obs_t)  # (N, E)
+        cuda_graph = self.device.type == "cuda" and is_compiled(self)
+        if cuda_graph:  # a new replay of the captured graph overwrites the previous outputs
+            torch.compiler.cudagraph_mark_step_begin()
+        # float32: at a few rows a bfloat16 matmul is slower than float32 (see ``autocast``)
+        action, state = self.policy_step(obs_t, is_first_t, state, deterministic)
+        if cuda_graph:  # carry copies, not the graph's output buffers
+            state = PolicyState(State(*(x.clone() for x in state.latent)), state.action.clone())
+        return action.cpu().numpy(), state
+
+    @compiled(cuda_graphs=True)
+    def policy_step(self, obs: dict[str, Tensor], is_first: Tensor, state: PolicyState,
+                    deterministic: bool) -> tuple[Tensor, PolicyState]:
+        """Encode ``obs {key: (N, ...)}``, filter, act: the tensor part of :meth:`act`."""
+        embed = self.world_model.encoder(obs)  # (N, E)
         latent, _ = self.world_model.rssm.observe_step(
-            state.latent, state.action, embed, is_first_t, sample=not deterministic)
+            state.latent, state.action, embed, is_first, sample=not deterministic)
         action = self.actor_critic.sample_action(latent.features(), deterministic)
-        return action.cpu().numpy(), PolicyState(latent, action)
+        return action, PolicyState(latent, action)
 
     # --- learning ----------------------------------------------------------------------------
-    def train_step(self, batch) -> dict[str, float]:
-        """One world-model and one behaviour update on ``batch`` (a replay ``Batch``, any device).
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        """One update of world model, actor and critic on ``batch`` (a replay ``Batch``).
 
-        Returns a flat metrics dict (``loss/...``, ``behavior/...``, ``grad_norm/...``).
-        Raises NonFiniteLossError naming the loss if any loss is NaN or Inf (before any update).
+        Returns a flat metrics dict (``loss/...``, ``behavior/...``, ``grad_norm/...``), read
+        with one device sync. Raises NonFiniteLossError naming the loss if any loss is NaN or
+        Inf; that check uses the same sync and comes before the optimiser step, so the weights
+        stay as they were.
         """
-        batch = batch.to(self.device)
-        B, T = batch.reward.shape
-        wm_loss, terms, posterior = self.world_model.loss(batch)
-        self._check_finite({"world_model": wm_loss, **{k: v.mean() for k, v in terms.items()}})
-        metrics = {f"loss/{k}": v.mean() for k, v in terms.items()}
-        metrics["loss/world_model"] = wm_loss
-        metrics["grad_norm/world_model"] = self.optimizers["world_model"].step(wm_loss)
+        batch = batch.to(self.device, non_blocking=True)
+        with self.autocast():
+            wm_loss, terms, posterior = self.world_model.loss(batch)
+            start = posterior.detach().flatten_batch()  # (B·T, ...)
+            start_continue = (~batch.is_terminal).float().flatten()  # (B·T,)
+            actor_loss, critic_loss, behavior = self.actor_critic.loss(
+                self.world_model, start, start_continue)
+        losses = {"world_model": wm_loss, "actor": actor_loss, "critic": critic_loss}
+        grad_norms = self.optimizer.backward(losses, separate=self.actor_critic.through_dynamics)
 
-        start = posterior.detach().flatten_batch()  # (B·T, ...)
-        start_continue = (~batch.is_terminal).float().flatten()  # (B·T,)
-        actor_loss, critic_loss, behavior = self.actor_critic.loss(
-            self.world_model, start, start_continue)
-        self._check_finite({"actor": actor_loss, "critic": critic_loss})
-        metrics["grad_norm/actor"] = self.optimizers["actor"].step(actor_loss)
-        metrics["grad_norm/critic"] = self.optimizers["critic"].step(critic_loss)
-        self.actor_critic.update_slow_critic()
+        metrics = {"loss/world_model": wm_loss}
+        metrics.update({f"loss/{k}": v.mean() for k, v in terms.items()})
+        metrics.update({"loss/actor": actor_loss, "loss/critic": critic_loss})
         metrics.update(behavior)
-        metrics["loss/actor"] = actor_loss
-        metrics["loss/critic"] = critic_loss
-        self.gradient_steps += 1
-        values = torch.stack([torch.as_tensor(v, dtype=torch.float32).reshape(())
-                              for v in metrics.values()]).tolist()  # one device sync
-        return dict(zip(metrics, values))
+        metrics.update({f"grad_norm/{k}": v for k, v in grad_norms.items()})
+        values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()])
+        named = dict(zip(metrics, values.tolist()))  # the one device sync
+        bad = [k for k, v in named.items() if k.startswith("loss/") and not math.isfinite(v)]
+        if bad:
+            raise NonFiniteLossError(f"non-finite loss: {bad[0]} = {named[bad[0]]}")
 
-    @staticmethod
-    def _check_finite(losses: dict[str, Tensor]) -> None:
-        values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
-        if not bool(torch.isfinite(values).all()):
-            named = dict(zip(losses, values.tolist()))
-            bad = next(k for k, v in named.items() if not math.isfinite(v))
-            raise NonFiniteLossError(f"non-finite loss: loss/{bad} = {named[bad]}")
+        self.optimizer.step()
+        self.actor_critic.update_slow_critic()
+        self.gradient_steps += 1
+        return named
 
     # --- state registry (one source of truth for checkpoints) --------------------------------
     def training_state(self) -> dict:
-        """Everything a resumed run needs from the agent: modules, optimisers, counters."""
+        """Everything a resumed run needs from the agent: modules, optimiser, counters."""
         return {
             "modules": self.state_dict(),  # world model, actor, critic, slow critic, return norm
-            "optimizers": {k: opt.state_dict() for k, opt in self.optimizers.items()},
+            "optimizer": self.optimizer.state_dict(),
             "gradient_steps": self.gradient_steps,
         }
 
     def load_training_state(self, state: dict) -> None:
         self.load_state_dict(state["modules"])
-        for name, opt in self.optimizers.items():
-            opt.load_state_dict(state["optimizers"][name])
+        self.optimizer.load_state_dict(state["optimizer"])
         self.gradient_steps = int(state["gradient_steps"])

@@ -203,6 +203,9 @@ class Config:
     seed: int = _f(0, _non_negative)
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     threads: int = _f(2, _positive)
+    # matmuls in bfloat16 where the hardware does them natively (auto), or always/never
+    precision: Literal["auto", "bfloat16", "float32"] = "auto"
+    compile: bool = True  # torch.compile the update and the policy step (training only)
     env: EnvConfig = field(default_factory=EnvConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

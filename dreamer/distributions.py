@@ -87,7 +87,8 @@ def sample_index(probs: Tensor) -> Tensor:
     """Category indices ``(...)`` drawn from ``probs (..., C)`` by inverting the CDF.
 
     One uniform number per row; several times faster on CPU than ``torch.multinomial`` for the
-    many small categoricals of the RSSM (32 × C per state).
+    many small categoricals of the RSSM (32 × C per state), and than the Gumbel-max trick, whose
+    C logarithms per row a compiled CPU graph computes one at a time.
     """
     cdf = probs.detach().cumsum(-1)
     u = torch.rand(probs.shape[:-1], device=probs.device, dtype=probs.dtype).unsqueeze(-1)
@@ -95,18 +96,28 @@ def sample_index(probs: Tensor) -> Tensor:
     return (cdf <= u).sum(-1).clamp(max=probs.shape[-1] - 1)
 
 
+def one_hot(index: Tensor, classes: int, dtype=torch.float32) -> Tensor:
+    """``F.one_hot`` by comparison with ``arange``: no host-side range check, so it fuses."""
+    return (index.unsqueeze(-1) == torch.arange(classes, device=index.device)).to(dtype)
+
+
 def straight_through_sample(log_probs: Tensor) -> Tensor:
     """One-hot sample from ``log_probs (..., C)`` whose gradient is that of the probabilities."""
-    probs = log_probs.exp()
-    one_hot = F.one_hot(sample_index(probs), probs.shape[-1]).to(probs.dtype)
-    return one_hot + probs - probs.detach()
+    sample = one_hot(sample_index(log_probs.exp()), log_probs.shape[-1], log_probs.dtype)
+    return _straight_through(sample, log_probs)
 
 
 def straight_through_mode(log_probs: Tensor) -> Tensor:
     """Most likely one-hot, straight-through like :func:`straight_through_sample`."""
+    mode = one_hot(log_probs.argmax(-1), log_probs.shape[-1], log_probs.dtype)
+    return _straight_through(mode, log_probs)
+
+
+def _straight_through(sample: Tensor, log_probs: Tensor) -> Tensor:
+    if not log_probs.requires_grad:  # no gradient wanted: skip the identity's arithmetic
+        return sample
     probs = log_probs.exp()
-    one_hot = F.one_hot(probs.argmax(-1), probs.shape[-1]).to(probs.dtype)
-    return one_hot + probs - probs.detach()
+    return sample + probs - probs.detach()
 
 
 def categorical_kl(log_p: Tensor, log_q: Tensor) -> Tensor:
@@ -150,11 +161,10 @@ class OneHotCategorical:
         self.log_probs = unimix_logits(logits, unimix)
 
     def sample(self) -> Tensor:
-        index = sample_index(self.log_probs.exp())
-        return F.one_hot(index, self.log_probs.shape[-1]).float()
+        return one_hot(sample_index(self.log_probs.exp()), self.log_probs.shape[-1])
 
     def mode(self) -> Tensor:
-        return F.one_hot(self.log_probs.argmax(-1), self.log_probs.shape[-1]).float()
+        return one_hot(self.log_probs.argmax(-1), self.log_probs.shape[-1])
 
     def log_prob(self, action: Tensor) -> Tensor:
         return (action * self.log_probs).sum(-1)

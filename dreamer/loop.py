@@ -203,12 +203,18 @@ class Trainer:
         self._count = 0
         self._last_log = (time.perf_counter(), agent.gradient_steps)
 
+    def compile(self) -> float:
+        """With ``compile: true``, torch.compile the agent's update and its policy step for these
+        envs now (``Agent.compile``), so no compilation stalls the loop. Returns the seconds."""
+        return self.agent.compile(self.envs.num_envs) if self.cfg.compile else 0.0
+
     def train_owed(self, env_steps: int) -> None:
         """Run the gradient steps ``env_steps`` new env steps are owed (train_ratio / (B·T) each)."""
         t = self.cfg.training
         self.counters.updates_owed += t.updates_per_env_step * env_steps
         while self.counters.updates_owed >= 1.0:
-            batch = self.replay.sample(t.batch_size, t.batch_length, self.rng)
+            batch = self.replay.sample(t.batch_size, t.batch_length, self.rng,
+                                       pin_memory=self.agent.device.type == "cuda")
             metrics = self.agent.train_step(batch)
             for k, v in metrics.items():
                 self._sums[k] += v
@@ -303,5 +309,6 @@ def train(cfg: Config, hooks: Hooks | None = None) -> tuple[Agent, Counters]:
         agent = Agent(envs.spec, cfg)
         trainer = Trainer(agent, envs, replay, cfg, start_env_steps=collector.env_steps,
                           start_episodes=collector.episodes)
+        trainer.compile()
         counters = trainer.run(hooks)
     return agent, counters

@@ -3,6 +3,12 @@
 Every hidden layer is Linear (no bias) → RMSNorm → SiLU, as in the official implementation. Output
 layers are initialised with a scale: 0 for reward and critic (so early predictions are exactly zero
 and cannot blow up returns), 0.01 for the actor (near-uniform initial policy), 1 elsewhere.
+
+Precision policy: the matmul layers here (:class:`Linear`, :class:`BlockLinear`, :class:`Conv2d`,
+:class:`ConvTranspose2d`) always return float32. Under ``torch.autocast(dtype=torch.bfloat16)``
+(``Agent.autocast``) their matmuls run in bfloat16 with float32 accumulation and the result is cast
+back, so norms, activations, the GRU state, distributions and losses stay float32 while weights and
+optimiser state are float32 masters. Without autocast the casts are no-ops.
 """
 
 from __future__ import annotations
@@ -13,9 +19,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .compiled import compiled
 from .distributions import symexp, symlog
 
 NORM_EPS = 1e-4
+
+
+def as_matmul_input(x: Tensor) -> Tensor:
+    """``x`` in the dtype autocast gives matmul inputs (itself when autocast is off).
+
+    For activations that are stored and then only multiplied (the imagined features): casting
+    once when storing halves their memory and saves every head its own cast."""
+    if torch.is_autocast_enabled(x.device.type):
+        return x.to(torch.get_autocast_dtype(x.device.type))
+    return x
 
 
 def init_linear_(weight: Tensor, scale: float = 1.0) -> None:
@@ -40,13 +57,30 @@ def _fans(weight: Tensor) -> tuple[int, int]:
 
 
 class Linear(nn.Linear):
-    """nn.Linear with the fan-avg init and an output scale."""
+    """nn.Linear with the fan-avg init, an output scale and a float32 output (precision policy)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, scale: float = 1.0):
         super().__init__(in_features, out_features, bias=bias)
         init_linear_(self.weight, scale)
         if bias:
             nn.init.zeros_(self.bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x).float()
+
+
+class Conv2d(nn.Conv2d):
+    """nn.Conv2d with a float32 output (precision policy)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x).float()
+
+
+class ConvTranspose2d(nn.ConvTranspose2d):
+    """nn.ConvTranspose2d with a float32 output (precision policy)."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x).float()
 
 
 class NormLayer(nn.Sequential):
@@ -88,7 +122,7 @@ class BlockLinear(nn.Module):
         self.bias = nn.Parameter(torch.zeros(groups, out_per_group)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:  # (N, G, I) → (N, G, O)
-        y = torch.bmm(x.transpose(0, 1), self.weight).transpose(0, 1)  # (G, N, O) viewed as (N, G, O)
+        y = torch.bmm(x.transpose(0, 1), self.weight).transpose(0, 1).float()  # (N, G, O)
         return y + self.bias if self.bias is not None else y
 
 
@@ -113,7 +147,7 @@ class BlockGRU(nn.Module):
         self.embed_action = NormLayer(action_dim, hidden)
         self.embed_deter = NormLayer(deter, hidden)
         self.state_layer = BlockLinear(blocks, per_group, per_group, bias=False)
-        self.input_layer = nn.Linear(3 * hidden, deter, bias=False)  # (3·hidden) → (G·D/G)
+        self.input_layer = Linear(3 * hidden, deter, bias=False)  # (3·hidden) → (G·D/G)
         # fan-avg init of the official (per_group + 3·hidden → per_group) block layer
         fan = (per_group + 3 * hidden + per_group) / 2
         for weight in (self.state_layer.weight, self.input_layer.weight):
@@ -164,7 +198,7 @@ class ImageEncoder(nn.Module):
             raise ValueError(f"image size {H}×{W} must be divisible by 16 for the CNN encoder")
         layers, channels = [], C
         for mult in CNN_MULTIPLIERS:
-            conv = nn.Conv2d(channels, depth * mult, 4, stride=2, padding=1, bias=False)
+            conv = Conv2d(channels, depth * mult, 4, stride=2, padding=1, bias=False)
             init_linear_(conv.weight)
             layers += [conv, ChannelNorm(depth * mult), nn.SiLU()]
             channels = depth * mult
@@ -190,11 +224,11 @@ class ImageDecoder(nn.Module):
         self.project = Linear(feature_dim, math.prod(self.start_shape))
         layers, channels = [], self.start_shape[0]
         for mult in reversed(CNN_MULTIPLIERS[:-1]):
-            conv = nn.ConvTranspose2d(channels, depth * mult, 4, stride=2, padding=1, bias=False)
+            conv = ConvTranspose2d(channels, depth * mult, 4, stride=2, padding=1, bias=False)
             init_linear_(conv.weight)
             layers += [conv, ChannelNorm(depth * mult), nn.SiLU()]
             channels = depth * mult
-        last = nn.ConvTranspose2d(channels, C, 4, stride=2, padding=1)
+        last = ConvTranspose2d(channels, C, 4, stride=2, padding=1)
         init_linear_(last.weight)
         nn.init.zeros_(last.bias)
         self.net = nn.Sequential(*layers, last)
@@ -217,6 +251,7 @@ class Encoder(nn.Module):
         self.out_features = sum(m.out_features for m in self.images.values())
         self.out_features += self.vector.out_features if self.vector is not None else 0
 
+    @compiled
     def forward(self, obs: dict[str, Tensor]) -> Tensor:
         parts = []
         if self.vector is not None:

@@ -60,42 +60,61 @@ def adaptive_clip_(params: Iterable[nn.Parameter], clip: float, min_norm: float 
     torch._foreach_mul_([p.grad for p in params], list(factors.unbind()))
 
 
-class ModuleOptimizer:
-    """Optimiser, clipping and linear lr warm-up for one module (world model, actor or critic).
+class Optimizer:
+    """One optimiser step for world model, actor and critic together, as the official code takes.
 
-    ``training.lr`` is the single knob: laprop uses it for every module (official: 4e-5); adam uses
-    it for the world model and 0.3× it for actor and critic (paper v1: 1e-4 and 3e-5).
+    ``modules`` maps a role (``world_model``, ``actor``, ``critic``) to its module. ``training.lr``
+    is the single knob: laprop uses it for every role (official: 4e-5) and steps all parameters
+    with one set of foreach kernels; adam (paper v1) uses it for the world model and 0.3× it for
+    actor and critic (1e-4 and 3e-5), one param group per role. Both warm the lr up linearly.
     """
 
-    def __init__(self, module: nn.Module, cfg: TrainingConfig, role: str):
-        self.params = [p for p in module.parameters() if p.requires_grad]
-        self.cfg, self.role = cfg, role
+    def __init__(self, modules: dict[str, nn.Module], cfg: TrainingConfig):
+        self.cfg = cfg
+        self.params = {role: [p for p in m.parameters() if p.requires_grad]
+                       for role, m in modules.items()}
         if cfg.optimizer == "laprop":
-            self.lr = cfg.lr
-            self.optimizer = LaProp(self.params, lr=self.lr)
+            groups = [{"params": [p for ps in self.params.values() for p in ps], "base_lr": cfg.lr}]
+            self.optimizer = LaProp(groups, lr=cfg.lr)
         else:
-            self.lr = cfg.lr if role == "world_model" else 0.3 * cfg.lr
-            eps = 1e-8 if role == "world_model" else 1e-5
-            self.optimizer = torch.optim.Adam(self.params, lr=self.lr, eps=eps)
-        self.clip_norm = 1000.0 if role == "world_model" else 100.0  # paper v1 (adam)
+            groups = [{"params": self.params[role],
+                       "base_lr": cfg.lr if role == "world_model" else 0.3 * cfg.lr,
+                       "eps": 1e-8 if role == "world_model" else 1e-5, "role": role}
+                      for role in self.params]
+            self.optimizer = torch.optim.Adam(groups, lr=cfg.lr, foreach=True)
         self.steps = 0
 
-    def step(self, loss: Tensor) -> Tensor:
-        """Backward ``loss`` into this module's parameters only, clip, step. Returns grad norm."""
+    def backward(self, losses: dict[str, Tensor], separate: bool = False) -> dict[str, Tensor]:
+        """Gradients of each role's loss into that role's parameters; returns their global norms.
+
+        The losses of REINFORCE training reach disjoint parameters (actor and critic see detached
+        features), so one backward pass serves all three. ``separate``: a loss reaches other
+        roles' parameters too (the actor's through the dynamics), so each is backpropagated into
+        its own role only, as paper v1's separate optimisers did.
+        """
+        assert losses.keys() == self.params.keys(), (sorted(losses), sorted(self.params))
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward(inputs=self.params)
-        if self.cfg.optimizer == "laprop":
-            grad_norm = _global_norm(self.params)
-            adaptive_clip_(self.params, self.cfg.agc)
+        if separate:
+            for index, (role, loss) in enumerate(losses.items()):
+                loss.backward(inputs=self.params[role], retain_graph=index < len(losses) - 1)
         else:
-            grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+            torch.autograd.backward(list(losses.values()))
+        return {role: _global_norm(params) for role, params in self.params.items()}
+
+    def step(self) -> None:
+        """Clip (AGC per tensor for laprop, global norm per role for adam), warm up lr, update."""
+        if self.cfg.optimizer == "laprop":
+            adaptive_clip_([p for ps in self.params.values() for p in ps], self.cfg.agc)
+        else:
+            for group in self.optimizer.param_groups:  # paper v1: 1000 world model, 100 others
+                clip = 1000.0 if group["role"] == "world_model" else 100.0
+                torch.nn.utils.clip_grad_norm_(group["params"], clip, foreach=True)
         self.steps += 1
         warmup = self.cfg.lr_warmup
         factor = min(1.0, self.steps / warmup) if warmup else 1.0
         for group in self.optimizer.param_groups:
-            group["lr"] = self.lr * factor
+            group["lr"] = group["base_lr"] * factor
         self.optimizer.step()
-        return grad_norm
 
     def state_dict(self) -> dict:
         return {"optimizer": self.optimizer.state_dict(), "steps": self.steps}
@@ -107,4 +126,6 @@ class ModuleOptimizer:
 
 def _global_norm(params) -> Tensor:
     grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))

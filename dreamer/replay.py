@@ -77,16 +77,31 @@ class Batch(NamedTuple):
     is_last: torch.Tensor
     is_terminal: torch.Tensor
 
-    def to(self, device: torch.device | str) -> Batch:
-        """A copy of the batch with every tensor on ``device``."""
-        return Batch(
-            obs={key: value.to(device) for key, value in self.obs.items()},
-            action=self.action.to(device),
-            reward=self.reward.to(device),
-            is_first=self.is_first.to(device),
-            is_last=self.is_last.to(device),
-            is_terminal=self.is_terminal.to(device),
-        )
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """The batch with every tensor on ``device`` (itself where they already are there).
+
+        ``non_blocking`` copies from pinned memory (``ReplayBuffer.sample(pin_memory=True)``)
+        overlap with the device's work instead of waiting for it."""
+        return Batch(*(
+            {k: v.to(device, non_blocking=non_blocking) for k, v in field.items()}
+            if isinstance(field, dict) else field.to(device, non_blocking=non_blocking)
+            for field in self
+        ))
+
+    @classmethod
+    def zeros(cls, spec: EnvSpec, batch_size: int, length: int) -> Batch:
+        """An all-zero batch of the stored dtypes, with ``is_first`` at ``t = 0`` (for compiling)."""
+        B, T = batch_size, length
+        arrays = {name: torch.zeros((B, T, *shape), dtype=_TORCH_DTYPES[dtype])
+                  for name, (shape, dtype) in _layout(spec).items()}
+        arrays["is_first"][:, 0] = True
+        obs = {name[len("obs/"):]: v for name, v in arrays.items() if name.startswith("obs/")}
+        return cls(obs, arrays["action"], arrays["reward"], arrays["is_first"],
+                   arrays["is_last"], arrays["is_terminal"])
+
+
+_TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.float32): torch.float32,
+                 np.dtype(np.bool_): torch.bool}
 
 
 def _layout(spec: EnvSpec) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -208,13 +223,15 @@ class ReplayBuffer:
         """Physical index of the oldest stored step."""
         return self._cursor if self._size == self.capacity else 0
 
-    def sample(self, batch_size: int, length: int, rng: np.random.Generator) -> Batch:
+    def sample(self, batch_size: int, length: int, rng: np.random.Generator,
+               pin_memory: bool = False) -> Batch:
         """Uniformly sample ``batch_size`` windows of ``length`` contiguous steps.
 
         Args:
             batch_size: ``B``.
             length: ``T``; at most ``len(self)``.
             rng: the generator that picks window starts.
+            pin_memory: return page-locked tensors, which copy to a GPU asynchronously.
 
         Returns:
             A :class:`Batch` of CPU tensors, ``is_first[:, 0]`` forced to True.
@@ -232,16 +249,18 @@ class ReplayBuffer:
         index = (self._oldest() + logical) % self.capacity  # (B, T) physical
         is_first = self._data["is_first"][index]  # (B, T), a copy
         is_first[:, 0] = True
+
+        def tensor(array: np.ndarray) -> torch.Tensor:
+            t = torch.from_numpy(array)
+            return t.pin_memory() if pin_memory else t
+
         return Batch(
-            obs={
-                key: torch.from_numpy(self._data[f"obs/{key}"][index])
-                for key in self.spec.obs_shapes
-            },
-            action=torch.from_numpy(self._data["action"][index]),
-            reward=torch.from_numpy(self._data["reward"][index]),
-            is_first=torch.from_numpy(is_first),
-            is_last=torch.from_numpy(self._data["is_last"][index]),
-            is_terminal=torch.from_numpy(self._data["is_terminal"][index]),
+            obs={key: tensor(self._data[f"obs/{key}"][index]) for key in self.spec.obs_shapes},
+            action=tensor(self._data["action"][index]),
+            reward=tensor(self._data["reward"][index]),
+            is_first=tensor(is_first),
+            is_last=tensor(self._data["is_last"][index]),
+            is_terminal=tensor(self._data["is_terminal"][index]),
         )
 
     def arrays(self) -> dict[str, np.ndarray]:

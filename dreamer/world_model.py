@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .compiled import compiled
 from .config import ModelConfig, WorldModelConfig
 from .distributions import (
     TwoHot,
@@ -81,6 +82,7 @@ class RSSM(nn.Module):
             deter, stoch, action = deter * keep, stoch * keep.unsqueeze(-1), action * keep
         return self.core(deter, stoch.flatten(-2), action)
 
+    @compiled
     def observe_step(self, state: State, action: Tensor, embed: Tensor, is_first: Tensor,
                      sample: bool = True) -> tuple[State, Tensor]:
         """One filtering step ``(N, ...)``: returns the posterior state and its log-probs."""
@@ -95,14 +97,15 @@ class RSSM(nn.Module):
         return State(deter, straight_through_sample(self.prior_log_probs(deter)))
 
     def observe(self, embed: Tensor, action: Tensor, is_first: Tensor,
-                state: State | None = None) -> tuple[State, Tensor, Tensor]:
+                state: State | None = None) -> tuple[State, Tensor]:
         """Filter a sequence.
 
         Args:
             embed ``(B, T, E)``, action ``(B, T, A)`` (the action that led to step t),
             is_first ``(B, T)`` bool, state: carried state ``(B, ...)`` or None for zeros.
         Returns:
-            posterior states ``(B, T, ...)``, posterior and prior log-probs ``(B, T, S, C)``.
+            posterior states ``(B, T, ...)`` and posterior log-probs ``(B, T, S, C)``. (The prior
+            needs no recurrence: :meth:`WorldModel.losses` computes it for all steps at once.)
         """
         B, T = is_first.shape
         if state is None:
@@ -114,9 +117,7 @@ class RSSM(nn.Module):
             stochs.append(state.stoch)
             posteriors.append(log_probs)
         states = State(torch.stack(deters, 1), torch.stack(stochs, 1))  # (B, T, D), (B, T, S, C)
-        # The prior needs no recurrence: one batched call over all (B, T) instead of T small ones.
-        prior = self.prior_log_probs(states.deter)
-        return states, torch.stack(posteriors, 1), prior
+        return states, torch.stack(posteriors, 1)
 
 
 class WorldModel(nn.Module):
@@ -145,15 +146,26 @@ class WorldModel(nn.Module):
         return torch.sigmoid(self.continue_head(feat).squeeze(-1))
 
     def loss(self, batch, state: State | None = None) -> tuple[Tensor, dict[str, Tensor], State]:
-        """World-model loss on a replayed batch.
+        """World-model loss on a replayed batch: encode, filter, then :meth:`losses`.
 
         Returns:
             total scalar loss; per-step terms ``{name: (B, T)}`` (unscaled); posterior states
             ``(B, T, ...)`` (with gradients; detach before using them as imagination starts).
         """
-        B, T = batch.reward.shape
         embed = self.encoder(batch.obs)  # (B, T, E)
-        states, posterior, prior = self.rssm.observe(embed, batch.action, batch.is_first, state)
+        # Precision policy: the filter multiplies B rows at a time, too few for bfloat16 to pay
+        # on a CPU (a bf16 matmul costs ≥ 13 µs at any size there, float32 3–10 µs at 16 rows).
+        with torch.autocast(embed.device.type, enabled=False):
+            states, posterior = self.rssm.observe(embed, batch.action, batch.is_first, state)
+        total, losses = self.losses(batch, states, posterior)
+        return total, losses, states
+
+    @compiled
+    def losses(self, batch, states: State, posterior: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """Heads and loss terms on filtered states ``(B, T, ...)`` with posterior log-probs
+        ``(B, T, S, C)``. Returns the scaled total and the unscaled terms ``{name: (B, T)}``."""
+        B, T = batch.reward.shape
+        prior = self.rssm.prior_log_probs(states.deter)  # (B, T, S, C), all steps in one call
         feat = states.features()  # (B, T, F)
 
         free_nats = self.loss_cfg.free_nats
@@ -174,7 +186,7 @@ class WorldModel(nn.Module):
         assert all(v.shape == (B, T) for v in losses.values())
         total = sum(scales[k] * v.mean() for k, v in losses.items())
         losses["kl_raw"] = kl_dynamics.detach()  # unclipped KL, for monitoring only
-        return total, losses, states
+        return total, losses
 
     @torch.no_grad()
     def open_loop(self, obs: dict[str, Tensor], action: Tensor, is_first: Tensor,
@@ -189,7 +201,7 @@ class WorldModel(nn.Module):
         """
         T = action.shape[1]
         embed = self.encoder({k: v[:, :context] for k, v in obs.items()})
-        states, _, _ = self.rssm.observe(embed, action[:, :context], is_first[:, :context])
+        states, _ = self.rssm.observe(embed, action[:, :context], is_first[:, :context])
         features = [states.features()]  # (B, context, F)
         state = State(states.deter[:, -1], states.stoch[:, -1])
         for t in range(context, T):

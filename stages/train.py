@@ -17,15 +17,17 @@ from tqdm import tqdm
 
 from dreamer.agent import Agent
 from dreamer.checkpoint import CheckpointError, load_checkpoint, save_agent, save_checkpoint
+from dreamer.compiled import use_cache_dir
 from dreamer.config import Config
 from dreamer.envs import EnvSpec, make_envs
 from dreamer.loop import Hooks, Trainer, train_env_seed
 from dreamer.replay import ReplayBuffer
 from pipeline import cli, schemas, tables
-from pipeline.tracking import pipeline_parent_id, stage_run
+from pipeline.tracking import pipeline_parent_id, project_root, stage_run
 
 # The params sections a training run depends on: a checkpoint resumes only if these match.
-RESUME_SECTIONS = ("seed", "env", "warmup", "model", "world_model", "behavior", "training")
+RESUME_SECTIONS = ("seed", "precision", "compile", "env", "warmup", "model", "world_model",
+                   "behavior", "training")
 
 
 def read_warmup(folder: Path, cfg: Config) -> tuple[dict, EnvSpec, ReplayBuffer]:
@@ -84,6 +86,13 @@ def main(argv: list[str] | None = None) -> None:
     config_hash = cfg.hash(RESUME_SECTIONS)
     trainer = Trainer(agent, envs, replay, cfg, start_env_steps=meta["env_steps"],
                       start_episodes=meta["episodes"])
+    if cfg.compile:
+        cache = use_cache_dir(project_root() / ".cache" / "torch")
+        compile_seconds = trainer.compile()
+        print(f"train: compiled the update and the policy step in {compile_seconds:.1f} s "
+              f"(kernel cache {cache})", file=sys.stderr)
+    else:
+        compile_seconds = 0.0
     curves = try_resume(checkpoint, trainer, config_hash)
     resumed = curves is not None
     if not resumed:
@@ -92,7 +101,8 @@ def main(argv: list[str] | None = None) -> None:
     del warmup_replay
 
     with stage_run(cfg, "train", pipeline_parent_id(cfg)) as run:
-        run.set_tags({"resumed": resumed, "upstream.warmup_run_id": meta["mlflow_run_id"]})
+        run.set_tags({"resumed": resumed, "upstream.warmup_run_id": meta["mlflow_run_id"],
+                      "matmul_dtype": str(agent.matmul_dtype).removeprefix("torch.")})
         if resumed:  # the curves of the killed part, so this run's history is complete
             run.log_metric_rows(curves["returns"], "env_step", prefix="train/", keys=["return"])
             run.log_metric_rows(curves["losses"], "gradient_step")
@@ -148,6 +158,8 @@ def main(argv: list[str] | None = None) -> None:
             "updates_per_second": round(agent.gradient_steps / max(counters.wall_seconds, 1e-9), 3),
             "return_last10_mean": float(recent.mean()) if len(recent) else None,
             "resumed": resumed,
+            "compile_seconds": round(compile_seconds, 1),  # not in wall_seconds (training only)
+            "matmul_dtype": str(agent.matmul_dtype).removeprefix("torch."),
             # this process's peak resident memory (replay, model, optimiser state, env)
             "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         }

@@ -13,6 +13,7 @@ from dreamer.replay import Batch
 torch.set_num_threads(2)
 
 TINY = {
+    "compile": False,  # compiling costs seconds per graph; tests/test_compiled.py covers it
     "model": {"size": "debug"},
     "warmup": {"steps": 64},
     "behavior": {"horizon": 4},
@@ -24,7 +25,7 @@ TINY = {
 
 def tiny(**overrides) -> Config:
     """The debug config, with dotted-key overrides: ``tiny(**{"env.id": "CartPole-v1"})``."""
-    data = {k: dict(v) for k, v in TINY.items()}
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in TINY.items()}
     for dotted, value in overrides.items():
         *parents, leaf = dotted.split(".")
         node = data

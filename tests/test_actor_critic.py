@@ -51,15 +51,15 @@ def test_actor_outputs_and_imagination_shapes(tiny_config, discrete):
     imagined = ac.imagine(wm, start)
     H = tiny_config.behavior.horizon
     assert imagined.features.shape == (6, H + 1, tiny_config.model.feature_dim)
-    assert imagined.actions.shape == (6, H + 1, 3) and len(fed) == H
+    assert imagined.actions.shape == (6, H, 3) and len(fed) == H
     if discrete:
-        assert torch.equal(imagined.actions.sum(-1), torch.ones(6, H + 1))
+        assert torch.equal(imagined.actions.sum(-1), torch.ones(6, H))
     else:
         # The rollout keeps the raw samples (for unbiased log-probs); the dynamics get them
         # clipped to [-1, 1], as the env does.
         assert imagined.actions.abs().max() > 1.0
         assert torch.stack(fed).abs().max() <= 1.0
-        assert torch.equal(torch.stack(fed, 1), imagined.actions[:, :H].clamp(-1, 1))
+        assert torch.equal(torch.stack(fed, 1), imagined.actions.clamp(-1, 1))
     actor_loss, critic_loss, metrics = ac.loss(wm, start, torch.ones(6))
     assert actor_loss.shape == () and critic_loss.shape == ()
     ac.zero_grad()

@@ -2,7 +2,7 @@ import torch
 from torch import nn
 
 from dreamer.config import TrainingConfig
-from dreamer.optim import LaProp, ModuleOptimizer, adaptive_clip_
+from dreamer.optim import LaProp, Optimizer, adaptive_clip_
 
 
 def test_laprop_minimises_a_quadratic():
@@ -35,11 +35,33 @@ def test_adaptive_clip_bounds_gradient_relative_to_weight():
     assert torch.allclose(small.grad, torch.full((4,), 0.01))
 
 
+def _roles():
+    return {"world_model": nn.Linear(2, 2), "actor": nn.Linear(2, 2), "critic": nn.Linear(2, 2)}
+
+
 def test_lr_warmup_and_adam_role_scaling():
-    module = nn.Linear(2, 2)
-    opt = ModuleOptimizer(module, TrainingConfig(lr=1e-3, lr_warmup=10), "world_model")
-    opt.step(module(torch.ones(1, 2)).sum())
+    roles = _roles()
+    opt = Optimizer(roles, TrainingConfig(lr=1e-3, lr_warmup=10))
+    opt.backward({k: m(torch.ones(1, 2)).sum() for k, m in roles.items()})
+    opt.step()
+    assert len(opt.optimizer.param_groups) == 1  # laprop: one step over every role
     assert opt.optimizer.param_groups[0]["lr"] == 1e-4
-    adam = ModuleOptimizer(nn.Linear(2, 2), TrainingConfig(lr=1e-4, optimizer="adam"), "actor")
+    adam = Optimizer(_roles(), TrainingConfig(lr=1e-4, optimizer="adam"))
     assert isinstance(adam.optimizer, torch.optim.Adam)
-    assert abs(adam.lr - 3e-5) < 1e-12
+    lrs = {g["role"]: g["base_lr"] for g in adam.optimizer.param_groups}
+    assert lrs["world_model"] == 1e-4 and abs(lrs["actor"] - 3e-5) < 1e-12
+    assert abs(lrs["critic"] - 3e-5) < 1e-12
+
+
+def test_backward_sends_each_loss_to_its_own_role_when_separate():
+    shared = nn.Linear(2, 1)  # the actor's loss reaches the world model's weights too
+    roles = {"world_model": shared, "actor": nn.Linear(1, 1), "critic": nn.Linear(2, 1)}
+    x = torch.ones(1, 2)
+    losses = lambda: {"world_model": shared(x).sum(), "actor": roles["actor"](shared(x)).sum(),  # noqa: E731
+                      "critic": roles["critic"](x).sum()}
+    opt = Optimizer(roles, TrainingConfig())
+    norms = opt.backward(losses(), separate=True)
+    assert torch.allclose(shared.weight.grad, torch.ones(1, 2))  # only its own loss's gradient
+    assert set(norms) == set(roles) and all(v > 0 for v in norms.values())
+    opt.backward(losses(), separate=False)
+    assert not torch.allclose(shared.weight.grad, torch.ones(1, 2))  # both losses reach it

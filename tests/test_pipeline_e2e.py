@@ -69,7 +69,7 @@ def repo(tmp_path_factory):
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
                GIT_COMMITTER_EMAIL="t@t")
-    _set_params(root / "params.yaml", TINY_PARAMS)
+    _set_params(root / "params.yaml", {**TINY_PARAMS, "compile": True})  # as a user runs it
     _run(["git", "init", "-q"], root, env)
     _run(["git", "add", "-A"], root, env)
     _run(["git", "commit", "-qm", "e2e"], root, env)
@@ -85,6 +85,10 @@ def test_repro_runs_every_stage_and_lands_runs_in_the_root_store(repo):
         assert (root / out).is_file(), out
     assert json.loads((root / "metrics/eval.json").read_text())["episodes"] == 2
     assert (root / "dvc.lock").is_file()
+    # Trained through torch.compile, with the kernels cached in the project's ignored folder.
+    assert json.loads((root / "metrics/train.json").read_text())["compile_seconds"] > 0
+    assert "train: compiled the update and the policy step" in repo["first"]
+    assert any((root / ".cache" / "torch").iterdir())
 
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
     experiment = client.get_experiment_by_name(TINY_PARAMS["mlflow"]["experiment"])

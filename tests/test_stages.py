@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 TINY_PARAMS = {
     "seed": 3,
+    "compile": False,  # the e2e test runs the pipeline compiled
     "env": {"id": "Pendulum-v1"},
     "warmup": {"steps": 200},
     "model": {"size": "debug"},

@@ -82,9 +82,9 @@ def test_is_first_resets_the_state(tiny_config):
     altered.obs["vector"][:, :4] += 5.0
     embed_a, embed_b = wm.encoder(batch.obs), wm.encoder(altered.obs)
     torch.manual_seed(1)  # the same latent samples for both runs
-    states_a, post_a, _ = wm.rssm.observe(embed_a, batch.action, batch.is_first)
+    states_a, post_a = wm.rssm.observe(embed_a, batch.action, batch.is_first)
     torch.manual_seed(1)
-    states_b, post_b, _ = wm.rssm.observe(embed_b, batch.action, batch.is_first)
+    states_b, post_b = wm.rssm.observe(embed_b, batch.action, batch.is_first)
     assert not torch.allclose(post_a[:, 3], post_b[:, 3])
     assert torch.allclose(post_a[:, 4:], post_b[:, 4:])
     assert torch.allclose(states_a.deter[:, 4:], states_b.deter[:, 4:])
