@@ -50,6 +50,9 @@ class State(NamedTuple):
         return State(self.deter.flatten(0, 1), self.stoch.flatten(0, 1))
 
 
+FILTER_BLOCK = 8  # filter steps per compiled graph (RSSM.observe_block)
+
+
 class RSSM(nn.Module):
     """Recurrent state-space model with categorical latents (S groups × C classes, 1% unimix)."""
 
@@ -82,7 +85,6 @@ class RSSM(nn.Module):
             deter, stoch, action = deter * keep, stoch * keep.unsqueeze(-1), action * keep
         return self.core(deter, stoch.flatten(-2), action)
 
-    @compiled
     def observe_step(self, state: State, action: Tensor, embed: Tensor, is_first: Tensor,
                      sample: bool = True) -> tuple[State, Tensor]:
         """One filtering step ``(N, ...)``: returns the posterior state and its log-probs."""
@@ -110,14 +112,36 @@ class RSSM(nn.Module):
         B, T = is_first.shape
         if state is None:
             state = self.initial(B, embed.device)
+            if torch.is_grad_enabled():  # so step 0 runs the same compiled graph as the others
+                state = State(state.deter.requires_grad_(), state.stoch.requires_grad_())
         deters, stochs, posteriors = [], [], []
-        for t in range(T):
+        for t in range(0, T, FILTER_BLOCK):
+            block = slice(t, t + FILTER_BLOCK)
+            state, (deter, stoch, log_probs) = self.observe_block(
+                state, action[:, block], embed[:, block], is_first[:, block])
+            deters.append(deter)
+            stochs.append(stoch)
+            posteriors.append(log_probs)
+        states = State(torch.cat(deters, 1), torch.cat(stochs, 1))  # (B, T, D), (B, T, S, C)
+        return states, torch.cat(posteriors, 1)
+
+    @compiled
+    def observe_block(self, state: State, action: Tensor, embed: Tensor, is_first: Tensor
+                      ) -> tuple[State, tuple[Tensor, Tensor, Tensor]]:
+        """:meth:`observe_step` over ``k`` steps ``(B, k, ...)``, as one compiled graph.
+
+        The filter is sequential and its steps are small (B rows): compiled one step at a time,
+        each step would pay a graph call, guards and an autograd node, which cost as much as its
+        arithmetic. Returns the last state and the block's deter ``(B, k, D)``, stoch
+        ``(B, k, S, C)`` and posterior log-probs ``(B, k, S, C)``.
+        """
+        deters, stochs, posteriors = [], [], []
+        for t in range(is_first.shape[1]):
             state, log_probs = self.observe_step(state, action[:, t], embed[:, t], is_first[:, t])
             deters.append(state.deter)
             stochs.append(state.stoch)
             posteriors.append(log_probs)
-        states = State(torch.stack(deters, 1), torch.stack(stochs, 1))  # (B, T, D), (B, T, S, C)
-        return states, torch.stack(posteriors, 1)
+        return state, (torch.stack(deters, 1), torch.stack(stochs, 1), torch.stack(posteriors, 1))
 
 
 class WorldModel(nn.Module):

@@ -1,7 +1,7 @@
 import torch
 
 from dreamer.config import config_from_dict
-from dreamer.world_model import WorldModel
+from dreamer.world_model import FILTER_BLOCK, WorldModel
 
 from .conftest import TINY, make_batch, make_spec
 
@@ -104,3 +104,26 @@ def test_world_model_loss_falls_on_a_fixed_batch(tiny_config):
         optimiser.step()
         first = first if first is not None else total.item()
     assert total.item() < 0.9 * first
+
+
+def test_filter_blocks_equal_one_step_at_a_time(tiny_config):
+    """observe() runs FILTER_BLOCK steps per (compiled) block, the last one shorter: the same
+    states and samples as calling observe_step once per step."""
+    torch.manual_seed(0)
+    spec = make_spec()
+    wm = _world_model(tiny_config, spec)
+    T = FILTER_BLOCK + 3
+    batch = make_batch(spec, T=T, terminal_at=FILTER_BLOCK)  # a reset inside the second block
+    embed = wm.encoder(batch.obs)
+    torch.manual_seed(1)
+    states, posterior = wm.rssm.observe(embed, batch.action, batch.is_first)
+    torch.manual_seed(1)
+    state, deters, posts = wm.rssm.initial(batch.action.shape[0], "cpu"), [], []
+    for t in range(T):
+        state, log_probs = wm.rssm.observe_step(state, batch.action[:, t], embed[:, t],
+                                                batch.is_first[:, t])
+        deters.append(state.deter)
+        posts.append(log_probs)
+    assert states.deter.shape[1] == T
+    assert torch.equal(states.deter, torch.stack(deters, 1))
+    assert torch.equal(posterior, torch.stack(posts, 1))
