@@ -126,6 +126,6 @@ class Optimizer:
 
 def _global_norm(params) -> Tensor:
     grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
+    if not grads:  # a role whose loss reached none of its parameters
+        return torch.zeros((), device=params[0].device if params else None)
     return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
