@@ -206,7 +206,11 @@ class Trainer:
     def compile(self) -> float:
         """With ``compile: true``, torch.compile the agent's update and its policy step for these
         envs now (``Agent.compile``), so no compilation stalls the loop. Returns the seconds."""
-        return self.agent.compile(self.envs.num_envs) if self.cfg.compile else 0.0
+        if not self.cfg.compile:
+            return 0.0
+        seconds = self.agent.compile(self.envs.num_envs)
+        self._last_log = (time.perf_counter(), self.agent.gradient_steps)  # not in updates/s
+        return seconds
 
     def train_owed(self, env_steps: int) -> None:
         """Run the gradient steps ``env_steps`` new env steps are owed (train_ratio / (B·T) each)."""
