@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from .actor_critic import ActorCritic
 from .compiled import check_compiler, compile_marked, compiled, is_compiled
-from .config import Config
+from .config import Config, ConfigError
 from .optim import Optimizer
 from .replay import Batch
 from .seeding import restore_rng_state, rng_state
@@ -47,7 +47,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device: 'cuda' requested but torch sees no CUDA device")
+        raise ConfigError("device: 'cuda' requested but torch sees no CUDA device (use auto)")
     return torch.device(name)
 
 

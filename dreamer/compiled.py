@@ -3,9 +3,9 @@
 An update runs thousands of small ops (the 64-step RSSM filter, the 15-step imagination, five MLP
 heads with two-hot losses); eagerly, each op is a separate kernel launch and a trip through memory.
 Compiled, each marked method is one graph whose elementwise work inductor fuses into a few C++
-(CPU) or Triton (CUDA) kernels. The units are per *step*, not whole loops: a 64-step unrolled
-world-model graph compiles for about five minutes on two cores, a single step in seconds, and runs
-nearly as fast.
+(CPU) or Triton (CUDA) kernels. The units are steps or short blocks of steps, not whole loops:
+the world-model loss with its 64-step filter unrolled compiles for about five minutes on two
+cores; one imagination step or a block of 8 filter steps compiles in seconds and runs as fast.
 
 Marking is static (``@compiled`` on the method), switching on is per instance
 (:func:`compile_marked`), so an agent built for evaluation or pickled by MLflow runs eagerly and
@@ -60,7 +60,7 @@ def compile_marked(root: nn.Module, device: torch.device) -> list[str]:
     """Compile every ``@compiled`` method of ``root`` and its submodules (lazily, on first call).
 
     Graphs are static-shaped and must be whole (``fullgraph``: a graph break is an error, not a
-    silent slowdown). Returns the compiled names, e.g. ``["world_model.rssm.observe_step", ...]``.
+    silent slowdown). Returns the compiled names, e.g. ``["world_model.rssm.observe_block", ...]``.
     """
     names = []
     for prefix, module in root.named_modules():

@@ -13,6 +13,7 @@ import torch
 from dreamer.agent import NonFiniteLossError
 from dreamer.atomic import write_text
 from dreamer.checkpoint import CheckpointError
+from dreamer.compiled import CompileError
 from dreamer.config import Config, ConfigError, load_config
 from dreamer.envs import EnvSpecError
 from dreamer.replay import ReplayError
@@ -23,7 +24,7 @@ from .tracking import TrackingError
 
 # Errors a user can cause (bad params, bad files, unreachable server): one line, exit code 2.
 USER_ERRORS = (ConfigError, EnvSpecError, ReplayError, CheckpointError, DataValidationError,
-               TrackingError, NonFiniteLossError, FileNotFoundError)
+               TrackingError, NonFiniteLossError, CompileError, FileNotFoundError)
 
 
 def parser(description: str) -> argparse.ArgumentParser:

@@ -12,7 +12,7 @@ import torch
 
 from dreamer.agent import Agent, native_bfloat16, resolve_device, resolve_precision
 from dreamer.compiled import CompileError, check_compiler, compiled, is_compiled
-from dreamer.config import override
+from dreamer.config import ConfigError, override
 from dreamer.replay import Batch
 from dreamer.seeding import rng_state
 from dreamer.world_model import State
@@ -140,7 +140,7 @@ def test_precision_and_device_resolution():
     assert resolve_device("cpu") == cpu
     assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="device: 'cuda' requested"):
+        with pytest.raises(ConfigError, match="device: 'cuda' requested"):
             resolve_device("cuda")
 
 
