@@ -201,7 +201,7 @@ class Config:
     """The whole ``params.yaml``."""
 
     seed: int = _f(0, _non_negative)
-    device: Literal["cpu", "cuda", "auto"] = "cpu"
+    device: Literal["cpu", "cuda", "auto"] = "auto"
     threads: int = _f(2, _positive)
     # matmuls in bfloat16 where the hardware does them natively (auto), or always/never
     precision: Literal["auto", "bfloat16", "float32"] = "auto"
