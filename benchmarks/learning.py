@@ -92,12 +92,17 @@ def main(argv=None) -> None:
         print(json.dumps({"config": base.flat(), "results": results}, default=str))
 
 
+def _file_stem(env_id: str) -> str:
+    """An env id as one file name: ``dm_control/cartpole-balance-v0`` -> ``dm_control-cartpole-balance-v0``."""
+    return env_id.replace("/", "-").replace(":", "-")
+
+
 def _write_curve(folder: Path, cfg, episodes) -> None:
     import pandas as pd
 
     folder.mkdir(parents=True, exist_ok=True)
     rows = [e.row() for e in episodes]
-    pd.DataFrame(rows).to_csv(folder / f"{cfg.env.id}_seed{cfg.seed}.csv", index=False)
+    pd.DataFrame(rows).to_csv(folder / f"{_file_stem(cfg.env.id)}_seed{cfg.seed}.csv", index=False)
 
 
 def _plot_curves(folder: Path, env_id: str) -> None:
@@ -106,7 +111,7 @@ def _plot_curves(folder: Path, env_id: str) -> None:
 
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    for path in sorted(folder.glob(f"{env_id}_seed*.csv")):
+    for path in sorted(folder.glob(f"{_file_stem(env_id)}_seed*.csv")):
         df = pd.read_csv(path)
         if len(df):
             ax.plot(df["env_step"], df["return"].rolling(5, min_periods=1).mean(),
@@ -115,7 +120,7 @@ def _plot_curves(folder: Path, env_id: str) -> None:
            xlabel="environment steps", ylabel="episode return")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    fig.savefig(folder / f"{env_id}_curves.png", dpi=110)
+    fig.savefig(folder / f"{_file_stem(env_id)}_curves.png", dpi=110)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -31,6 +33,14 @@ from dreamer.seeding import seed_env
 # card, which prints "XDG_RUNTIME_DIR is invalid" on headless machines.
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+# MuJoCo (DeepMind Control) renders through GLFW by default, which needs a display; EGL renders
+# headless on the GPU driver or Mesa. Must be set before dm_control is imported.
+if not os.environ.get("DISPLAY"):
+    os.environ.setdefault("MUJOCO_GL", "egl")
+
+# Packages that register a gymnasium namespace when imported but do not advertise it to gymnasium
+# (no plugin entry point), so ``gymnasium.spec("dm_control/…")`` fails until they are imported.
+NAMESPACE_PACKAGES = {"dm_control": "shimmy", "ALE": "ale_py"}
 
 _SUPPORTED_OBS = "Box vectors, uint8 Box images (H, W) or (H, W, C≤4), a flat Dict of those"
 _SUPPORTED_ACTIONS = "Discrete, bounded Box"
@@ -214,26 +224,71 @@ class _ActionAdapter:
 
 
 # --- environment ----------------------------------------------------------------------------------
-def _render_modes(entry_point: str | Callable) -> list[str]:
+def _render_modes(entry_point: str | Callable) -> list[str] | None:
+    """The render modes the env class declares; None when its creator does not say (a factory
+    function, as shimmy registers) or cannot be loaded (gymnasium.make reports that)."""
     try:
         creator = load_env_creator(entry_point) if isinstance(entry_point, str) else entry_point
-    except Exception:  # let gymnasium.make report import problems with its own message
-        return []
-    return list(getattr(creator, "metadata", {}).get("render_modes", []))
+    except Exception:
+        return None
+    metadata = getattr(creator, "metadata", None)
+    return None if metadata is None else list(metadata.get("render_modes", []))
+
+
+def _import_registering(module: str, env_id: str) -> bool:
+    """Import ``module`` for the envs it registers; False if it is not installed. The process's
+    warning filters survive the import (dm_control's sets every DeprecationWarning to "always")."""
+    try:
+        with warnings.catch_warnings():
+            importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.split(".")[0] == exc.name.split(".")[0]:
+            return False
+        raise EnvSpecError(f"env.id: importing {module!r} for {env_id!r} failed ({exc})") from None
+    return True
+
+
+def gym_spec(env_id: str) -> gymnasium.envs.registration.EnvSpec:
+    """The registered spec of ``env_id``, importing the package that registers it if needed.
+
+    Accepts gymnasium's ``module:EnvId`` form (the module is imported first) and plain ids whose
+    namespace a package registers on import: ``dm_control/…`` (shimmy), ``ALE/…`` (ale_py), or a
+    namespace named like its package.
+    """
+    module, _, name = env_id.rpartition(":")
+    if module and not _import_registering(module, env_id):
+        raise EnvSpecError(f"env.id: module {module!r} of {env_id!r} is not installed")
+    try:
+        return gymnasium.spec(name)
+    except gymnasium.error.NamespaceNotFound:
+        namespace = name.split("/")[0]
+        candidates = dict.fromkeys([NAMESPACE_PACKAGES.get(namespace), namespace, namespace.lower()])
+        if not any(_import_registering(m, env_id) for m in candidates if m):
+            raise EnvSpecError(
+                f"env.id: unknown gymnasium namespace in {env_id!r} (no installed package "
+                f"registers {namespace!r}; for dm_control/… install shimmy[dm-control])"
+            ) from None
+        return gymnasium.spec(name)
+    except gymnasium.error.Error as exc:
+        hint = " ".join(str(exc).split())
+        raise EnvSpecError(f"env.id: unknown gymnasium environment {env_id!r} ({hint})") from None
 
 
 def _make_gym_env(cfg: EnvConfig) -> gymnasium.Env:
     """``gymnasium.make`` with ``render_mode="rgb_array"`` where the env offers it."""
-    try:
-        gym_spec = gymnasium.spec(cfg.id)
-    except gymnasium.error.Error as exc:
-        hint = " ".join(str(exc).split())
-        raise EnvSpecError(f"env.id: unknown gymnasium environment {cfg.id!r} ({hint})") from None
+    spec = gym_spec(cfg.id)
     kwargs = dict(cfg.kwargs)
-    if "render_mode" not in kwargs and "rgb_array" in _render_modes(gym_spec.entry_point):
-        kwargs["render_mode"] = "rgb_array"
+    if "render_mode" not in kwargs:
+        modes = _render_modes(spec.entry_point)
+        if modes is None:  # undeclared: offer rgb_array, fall back to no rendering
+            try:
+                return gymnasium.make(spec.id, render_mode="rgb_array", **kwargs)
+            except TypeError:
+                pass
+        elif "rgb_array" in modes:
+            kwargs["render_mode"] = "rgb_array"
     try:
-        return gymnasium.make(cfg.id, **kwargs)
+        return gymnasium.make(spec.id, **kwargs)
     except gymnasium.error.DependencyNotInstalled as exc:
         detail = str(exc).splitlines()[0]
         raise EnvSpecError(f"env.id: cannot create {cfg.id!r} ({detail})") from None

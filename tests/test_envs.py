@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import sys
+
 import gymnasium
 import numpy as np
 import pytest
 from gymnasium import spaces
 
+from dreamer import envs as envs_module
 from dreamer.config import EnvConfig
 from dreamer.envs import (
     DreamerEnv,
@@ -320,3 +323,32 @@ def test_unknown_env_id():
 def test_bad_kwargs_are_reported():
     with pytest.raises(EnvSpecError, match=r"^env.kwargs: not accepted by 'Pendulum-v1'"):
         make_env(EnvConfig(id="Pendulum-v1", kwargs={"bogus": 1}), seed=0)
+
+
+def test_ids_registered_on_import_resolve(monkeypatch):
+    """``module:EnvId`` imports the module first; a plain id of a namespace that some package
+    registers on import (dm_control/… by shimmy) imports that package first."""
+    with make_env(EnvConfig(id="tests.registers_on_import:OnImport/Pendulum-v0"), seed=0) as env:
+        assert env.spec.action_dim == 1
+    gymnasium.registry.pop("OnImport/Pendulum-v0")
+    sys.modules.pop("tests.registers_on_import")
+    monkeypatch.setitem(envs_module.NAMESPACE_PACKAGES, "OnImport", "tests.registers_on_import")
+    with make_env(EnvConfig(id="OnImport/Pendulum-v0"), seed=0) as env:
+        assert env.spec.action_dim == 1
+    with pytest.raises(EnvSpecError, match=r"^env.id: unknown gymnasium namespace in 'Nowhere/X-v0'"):
+        make_env(EnvConfig(id="Nowhere/X-v0"), seed=0)
+    with pytest.raises(EnvSpecError, match=r"^env.id: module 'no_such_module' of 'no_such_module:X-v0' is not installed"):
+        make_env(EnvConfig(id="no_such_module:X-v0"), seed=0)
+
+
+def test_deepmind_control_by_plain_id_renders_headless():
+    """dm_control/… ids work before anything imported shimmy; frames render without a display."""
+    with make_env(EnvConfig(id="dm_control/cartpole-balance-v0"), seed=0) as env:
+        assert env.spec.obs_shapes == {"position": (3,), "velocity": (2,)}
+        assert env.spec.action_dim == 1 and not env.spec.discrete
+        obs = env.reset()
+        assert obs["position"].dtype == np.float32
+        obs, reward, terminated, truncated = env.step(np.zeros(1, np.float32))
+        assert 0.0 <= reward <= 1.0 and not terminated
+        frame = env.render()
+        assert frame.shape == (240, 320, 3) and frame.dtype == np.uint8 and frame.std() > 0
