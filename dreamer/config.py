@@ -167,7 +167,7 @@ class TrainingConfig:
     """Interaction loop and optimisation."""
 
     env_steps: int = _f(20000, _positive)  # total env steps, warm-up included
-    train_ratio: float = _f(512.0, _positive)  # replayed steps per env step (official meaning)
+    train_ratio: float = _f(512.0, _positive)  # replayed steps per agent step (official meaning)
     batch_size: int = _f(16, _positive)
     batch_length: int = _f(64, _positive)
     lr: float = _f(4.0e-5, _positive)
@@ -179,8 +179,9 @@ class TrainingConfig:
     checkpoint_every: int = _f(5000, _positive)  # env steps between checkpoints
 
     @property
-    def updates_per_env_step(self) -> float:
-        """Gradient steps owed per env step: train_ratio / (B·T)."""
+    def updates_per_agent_step(self) -> float:
+        """Gradient steps owed per agent step (one action, ``action_repeat`` frames):
+        train_ratio / (B·T)."""
         return self.train_ratio / (self.batch_size * self.batch_length)
 
 

@@ -2,7 +2,8 @@
 
 This is the user's roadmap end to end: warm-up with a random policy (``collect_random``), then the
 ``Trainer`` alternates one step of every env (GRU h → posterior z → actor → env.step → replay) with
-the gradient steps those steps are owed (``train_ratio / (B·T)`` per env step, official meaning),
+the gradient steps those steps are owed (``train_ratio / (B·T)`` per agent step, i.e. per action,
+whatever ``action_repeat``: the official meaning),
 and calls hooks to log metrics, save checkpoints and stop. The envs are ``env.num_envs``
 :class:`~dreamer.envs.DreamerEnv`, in this process or in subprocesses (``dreamer.envs.make_envs``).
 """
@@ -212,10 +213,13 @@ class Trainer:
         self._last_log = (time.perf_counter(), self.agent.gradient_steps)  # not in updates/s
         return seconds
 
-    def train_owed(self, env_steps: int) -> None:
-        """Run the gradient steps ``env_steps`` new env steps are owed (train_ratio / (B·T) each)."""
+    def train_owed(self, agent_steps: int) -> None:
+        """Run the gradient steps ``agent_steps`` new actions are owed (train_ratio / (B·T) each).
+
+        An agent step is one action of one env, ``action_repeat`` frames: the official
+        ``train_ratio`` counts replayed steps per agent step (``env_steps`` here count frames)."""
         t = self.cfg.training
-        self.counters.updates_owed += t.updates_per_env_step * env_steps
+        self.counters.updates_owed += t.updates_per_agent_step * agent_steps
         while self.counters.updates_owed >= 1.0:
             batch = self.replay.sample(t.batch_size, t.batch_length, self.rng,
                                        pin_memory=self.agent.device.type == "cuda")
@@ -231,7 +235,7 @@ class Trainer:
         started = time.perf_counter() - c.wall_seconds
         while c.env_steps < t.env_steps:
             records = self.collector.step(self.policy)
-            self.train_owed(self.collector.env_steps - c.env_steps)
+            self.train_owed((self.collector.env_steps - c.env_steps) // self.cfg.env.action_repeat)
             c.env_steps, c.episodes = self.collector.env_steps, self.collector.episodes
             c.wall_seconds = time.perf_counter() - started
             if hooks.on_episode:

@@ -88,10 +88,10 @@ def test_flat_hash_and_override():
     assert cfg.seed == 0
 
 
-def test_updates_per_env_step_is_train_ratio_over_batch_steps():
+def test_updates_per_agent_step_is_train_ratio_over_batch_steps():
     cfg = config_from_dict({"training": {"train_ratio": 512, "batch_size": 16,
                                          "batch_length": 64}})
-    assert cfg.training.updates_per_env_step == pytest.approx(0.5)
+    assert cfg.training.updates_per_agent_step == pytest.approx(0.5)
 
 
 PRESETS = {"presets": {"CartPole-v1": {"training": {"train_ratio": 128.0}},

@@ -53,6 +53,16 @@ def test_trainer_trains_at_train_ratio_and_calls_hooks():
     assert checkpoints[-1] == 264
 
 
+def test_train_ratio_counts_agent_steps_not_frames():
+    """Official meaning: replayed steps per action. With action repeat 2, 200 frames after the
+    warm-up are 100 actions, owed 100 · 64 / (4 · 8) = 200 updates (400 if frames were counted)."""
+    cfg = tiny(**{"training.env_steps": 264, "training.train_ratio": 64.0, "env.action_repeat": 2})
+    trainer = _trainer(cfg)
+    counters = trainer.run()
+    assert counters.env_steps == 264
+    assert trainer.agent.gradient_steps == 2 * (264 - 64) // 2
+
+
 def test_resumed_run_continues_exactly(tmp_path):
     """Two parts with a checkpoint in between equal one uninterrupted run, parameter for
     parameter (checkpoints are taken at episode ends)."""
