@@ -62,24 +62,24 @@ def percentiles(x: Tensor, quantiles: tuple[float, ...]) -> Tensor:
 
 
 class ReturnNormalizer(nn.Module):
-    """EMA of the 5th and 95th percentiles of λ-returns; scale = max(1, P95 − P5) (paper eq. 11)."""
+    """EMA of the 5th and 95th percentiles of λ-returns; scale = max(1, P95 − P5) (paper eq. 11).
+
+    As the official ``retnorm`` (``debias: False``): both EMAs start at 0 and move by ``rate`` per
+    update with no bias correction, so the scale stays near 1 (returns unscaled) until the return
+    spread has built up over about 1/rate updates, instead of trusting the first batch."""
 
     def __init__(self, rate: float, low: float, high: float):
         super().__init__()
         self.rate, self.quantiles = rate, (low, high)
         self.register_buffer("low", torch.zeros(()))
         self.register_buffer("high", torch.zeros(()))
-        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
 
     @torch.no_grad()
     def update(self, returns: Tensor) -> None:
-        """Move the EMAs toward this batch's percentiles (the first batch sets them). No host
-        sync: the first-batch case is a ``where``, so this runs inside a compiled graph."""
+        """Move the EMAs toward this batch's percentiles (no host sync: runs in a compiled graph)."""
         q = percentiles(returns.float(), self.quantiles)
-        rate = torch.where(self.initialised, self.rate, 1.0)
-        self.low.lerp_(q[0], rate)
-        self.high.lerp_(q[1], rate)
-        self.initialised.fill_(True)
+        self.low.lerp_(q[0], self.rate)
+        self.high.lerp_(q[1], self.rate)
 
     def scale(self) -> Tensor:
         return torch.clamp(self.high - self.low, min=1.0)
@@ -99,7 +99,7 @@ class ActorCritic(nn.Module):
     def __init__(self, model_cfg: ModelConfig, cfg: BehaviorConfig, action_dim: int,
                  discrete: bool):
         super().__init__()
-        self.cfg, self.discrete, self.unimix = cfg, discrete, model_cfg.unimix
+        self.cfg, self.discrete = cfg, discrete
         features, units, layers = model_cfg.feature_dim, model_cfg.units, max(model_cfg.layers, 1)
         actor_out = action_dim if discrete else 2 * action_dim
         self.actor = MLP(features, units, layers, out=actor_out, out_scale=0.01)
@@ -114,8 +114,8 @@ class ActorCritic(nn.Module):
 
     def distribution(self, out: Tensor):
         """The action distribution of actor outputs ``out (..., A or 2A)``."""
-        if self.discrete:
-            return OneHotCategorical(out, self.unimix)
+        if self.discrete:  # no unimix on the actor (official): only the latents mix in 1%
+            return OneHotCategorical(out, 0.0)
         mean, std = out.chunk(2, -1)
         return BoundedNormal(mean, std, self.cfg.min_std, self.cfg.max_std)
 

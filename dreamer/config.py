@@ -370,13 +370,15 @@ def apply_env_preset(data: dict) -> dict:
     A preset is a partial params file (``{"training": {"train_ratio": 128.0}}``); its keys and
     values are checked like the top level's, with errors naming ``presets.<id>.<key>``. Preset
     values win over the top-level ones: to change one, change it inside the preset.
+
+    A namespaced id ``ns/name`` (``dm_control/cartpole-balance-v0``) has its preset nested under
+    ``presets.ns.name``, since ``dvc exp run -S`` cannot address a key containing ``/``.
     """
     data = dict(data)
     presets = data.pop("presets", None) or {}
     if not isinstance(presets, dict):
         raise ConfigError(f"presets: expected a mapping from env id to settings, got {presets!r}")
-    for env_id, preset in presets.items():
-        where = f"presets.{env_id}"
+    for env_id, (where, preset) in _preset_entries(presets).items():
         if not isinstance(preset, dict):
             raise ConfigError(f"{where}: expected a mapping, got {preset!r}")
         if "id" in (preset.get("env") or {}):
@@ -384,8 +386,27 @@ def apply_env_preset(data: dict) -> dict:
         _build(Config, preset, where + ".")  # keys, types and ranges, named inside the preset
     env = data.get("env")
     env_id = env.get("id", EnvConfig.id) if isinstance(env, dict) else EnvConfig.id
-    preset = presets.get(env_id)
+    _, preset = _preset_entries(presets).get(env_id, (None, None))
     return _merge(data, preset) if preset else data
+
+
+def _preset_entries(presets: dict) -> dict[str, tuple[str, Any]]:
+    """``{env id: (dotted key, preset)}``. A block whose keys are not params sections (``env``,
+    ``training``, …) but whose entries have them is a namespace: the presets of ``<key>/<name>``."""
+    sections = {f.name for f in dataclasses.fields(Config)}
+
+    def is_preset(value) -> bool:
+        return isinstance(value, dict) and bool(sections & set(value))
+
+    entries = {}
+    for key, value in presets.items():
+        if (isinstance(value, dict) and not is_preset(value)
+                and any(is_preset(v) for v in value.values())):
+            for name, preset in value.items():
+                entries[f"{key}/{name}"] = (f"presets.{key}.{name}", preset)
+        else:
+            entries[str(key)] = (f"presets.{key}", value)
+    return entries
 
 
 def config_from_dict(data: dict) -> Config:

@@ -1,8 +1,9 @@
 """Distributions and transforms of DreamerV3 (paper §2 and appendix).
 
 - ``symlog``/``symexp``: squash targets of unknown scale (vector observations, rewards, values).
-- ``TwoHot``: a categorical over fixed bins in symlog space; regression by classification, so reward
-  and value losses do not depend on the scale of returns.
+- ``TwoHot``: a categorical over fixed bins spaced evenly in symlog space (symexp-spaced in raw
+  space); regression by classification, so reward and value losses do not depend on the scale of
+  returns.
 - ``unimix_logits``: mix 1% uniform into categorical probabilities so KL and log-probs stay finite.
 - ``straight_through_sample``: one-hot samples with the probabilities' gradient.
 - ``BoundedNormal``: the continuous actor's Normal with tanh mean and sigmoid-bounded std.
@@ -27,31 +28,47 @@ def symexp(x: Tensor) -> Tensor:
     return torch.sign(x) * torch.expm1(torch.abs(x))
 
 
+def symexp_bins(count: int, device=None) -> Tensor:
+    """``count`` bins at symexp of an even grid on [−20, 20], exactly symmetric around 0 (the
+    official ``symexp_twohot`` bins): dense near 0, up to ±4.9e8."""
+    half = symexp(torch.linspace(-20.0, 0.0, count // 2 + 1, device=device))  # ends at 0
+    if count % 2:
+        return torch.cat([half, -half[:-1].flip(0)])
+    return torch.cat([half[:-1], -half[:-1].flip(0)])
+
+
 class TwoHot:
-    """Categorical over ``K`` bins spaced evenly in symlog space on [−20, 20].
+    """Categorical over ``K`` symexp-spaced bins, interpolated in raw space (official).
 
     ``logits`` have shape ``(..., K)``; ``mean()`` and ``loss(target)`` have shape ``(...)``.
-    The target ``y`` is encoded as weights on its two neighbouring bins (paper eq. 10), so the
-    expectation of the encoding is exactly ``symlog(y)``.
+    The target ``y`` is encoded as weights on its two neighbouring bins, linear in raw space, so
+    the encoding's expectation is exactly ``y``, and the prediction is the probabilities' mean in
+    raw space: a 50/50 mixture of −100 and −1000 predicts −550. (Paper v1 interpolated and
+    averaged in symlog space, which biases a mixture towards its smaller magnitude: −317.)
     """
-
-    low, high = -20.0, 20.0
 
     def __init__(self, logits: Tensor):
         self.logits = logits
-        self.bins = torch.linspace(self.low, self.high, logits.shape[-1], device=logits.device)
+        self.bins = symexp_bins(logits.shape[-1], logits.device)
 
     def mean(self) -> Tensor:
-        probs = torch.softmax(self.logits, -1)
-        return symexp((probs * self.bins).sum(-1))
+        """Σ p·b summed from the outside in, symmetrically: the left-to-right sum of huge bins
+        leaves rounding error, so uniform probabilities would not predict exactly 0."""
+        weighted = torch.softmax(self.logits, -1) * self.bins
+        m = weighted.shape[-1] // 2
+        if weighted.shape[-1] % 2:
+            middle, right = weighted[..., m], weighted[..., m + 1:]
+        else:
+            middle, right = 0.0, weighted[..., m:]
+        return middle + (weighted[..., :m].flip(-1) + right).sum(-1)
 
     def loss(self, target: Tensor) -> Tensor:
         """Cross-entropy between the two-hot encoding of ``target`` and the predicted bins.
 
-        Equal to ``-(two_hot(symlog(target)) * log_softmax(logits)).sum(-1)``, but gathers the two
+        Equal to ``-(two_hot(target, bins) * log_softmax(logits)).sum(-1)``, but gathers the two
         non-zero bins instead of building a dense ``(..., K)`` encoding (3× faster on CPU).
         """
-        below, weight_above = _two_hot_index(symlog(target.detach()), self.bins)
+        below, weight_above = _two_hot_index(target.detach().float(), self.bins)
         log_probs = torch.log_softmax(self.logits, -1)
         pair = torch.gather(log_probs, -1, torch.stack([below, below + 1], -1))  # (..., 2)
         return -(pair[..., 0] * (1 - weight_above) + pair[..., 1] * weight_above)
@@ -155,7 +172,8 @@ class BoundedNormal:
 
 
 class OneHotCategorical:
-    """The discrete actor's distribution over one-hot actions, with unimix. Shapes ``(..., A)``."""
+    """A distribution over one-hot actions with optional unimix (the actor uses none, as the
+    official code). Shapes ``(..., A)``."""
 
     def __init__(self, logits: Tensor, unimix: float):
         self.log_probs = unimix_logits(logits, unimix)

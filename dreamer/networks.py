@@ -1,8 +1,9 @@
 """Building blocks: normalised MLPs, the block GRU, and the observation encoder and decoder.
 
-Every hidden layer is Linear (no bias) → RMSNorm → SiLU, as in the official implementation. Output
-layers are initialised with a scale: 0 for reward and critic (so early predictions are exactly zero
-and cannot blow up returns), 0.01 for the actor (near-uniform initial policy), 1 elsewhere.
+Every hidden layer is Linear (with bias) → RMSNorm → SiLU, as in the official implementation.
+Weights start truncated-normal with variance 1/fan_in, multiplied by an output scale: 0 for reward
+and critic (so early predictions are exactly zero and cannot blow up returns), 0.01 for the actor
+(near-uniform initial policy), 1 elsewhere.
 
 Precision policy: the matmul layers here (:class:`Linear`, :class:`BlockLinear`, :class:`Conv2d`,
 :class:`ConvTranspose2d`) always return float32. Under ``torch.autocast(dtype=torch.bfloat16)``
@@ -35,29 +36,33 @@ def as_matmul_input(x: Tensor) -> Tensor:
     return x
 
 
-def init_linear_(weight: Tensor, scale: float = 1.0) -> None:
-    """Truncated normal with variance scale/fan_avg (the official ``trunc_normal`` fan_avg init)."""
-    if weight.ndim == 2:
-        fan_out, fan_in = weight.shape
-    else:  # block weights (G, in, out) or conv (out, in, kh, kw)
-        fan_in, fan_out = _fans(weight)
-    std = math.sqrt(scale / ((fan_in + fan_out) / 2)) / 0.87962566103423978
-    with torch.no_grad():
-        if scale == 0:
-            weight.zero_()
+TRUNC_STD = 0.87962566103423978  # std of a standard normal truncated to [−2, 2]
+
+
+def init_linear_(weight: Tensor, scale: float = 1.0, fan_in: int | None = None) -> None:
+    """The official ``trunc_normal_in`` init times ``scale`` (its ``outscale``): a normal truncated
+    at ±2 std with variance 1/fan_in, then every weight multiplied by ``scale``.
+
+    ``fan_in`` defaults to what the official code computes from the kernel's shape: ``in`` for a
+    Linear ``(out, in)``, ``G · in/G`` for a BlockLinear ``(G, in/G, out/G)``, ``in · kh · kw`` for
+    a Conv2d ``(out, in, kh, kw)``. Pass it for other layouts (a ConvTranspose2d's is ``(in, out,
+    kh, kw)``).
+    """
+    if fan_in is None:
+        if weight.ndim == 2:
+            fan_in = weight.shape[1]
+        elif weight.ndim == 3:
+            fan_in = weight.shape[0] * weight.shape[1]
         else:
-            nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
-
-
-def _fans(weight: Tensor) -> tuple[int, int]:
-    if weight.ndim == 3:  # BlockLinear (G, in, out)
-        return weight.shape[1], weight.shape[2]
-    receptive = weight[0, 0].numel()
-    return weight.shape[1] * receptive, weight.shape[0] * receptive
+            fan_in = weight.shape[1] * weight[0, 0].numel()
+    std = math.sqrt(1.0 / fan_in) / TRUNC_STD
+    with torch.no_grad():
+        nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
+        weight.mul_(scale)
 
 
 class Linear(nn.Linear):
-    """nn.Linear with the fan-avg init, an output scale and a float32 output (precision policy)."""
+    """nn.Linear with the official init, an output scale and a float32 output (precision policy)."""
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, scale: float = 1.0):
         super().__init__(in_features, out_features, bias=bias)
@@ -84,11 +89,11 @@ class ConvTranspose2d(nn.ConvTranspose2d):
 
 
 class NormLayer(nn.Sequential):
-    """Linear (no bias) → RMSNorm → SiLU."""
+    """Linear → RMSNorm → SiLU. The bias is not redundant: RMSNorm scales but does not centre."""
 
     def __init__(self, in_features: int, out_features: int):
         super().__init__(
-            Linear(in_features, out_features, bias=False),
+            Linear(in_features, out_features),
             nn.RMSNorm(out_features, eps=NORM_EPS),
             nn.SiLU(),
         )
@@ -131,8 +136,10 @@ class BlockGRU(nn.Module):
 
     The previous latent, action and recurrent state are each embedded (NormLayer of ``hidden``), the
     embedding is broadcast to every group and concatenated to that group's slice of the state, then
-    one normalised block-linear layer and a block-linear gate layer update each group. The update gate
-    is biased by −1 so the state is mostly kept early in training.
+    one block-linear layer, RMSNorm over the whole state and SiLU, then a block-linear gate layer
+    update each group. The update gate is biased by −1 so the state is mostly kept early in training.
+    Actions are divided by max(1, |a|) (no gradient) as in the official core, since imagined
+    continuous actions are unclipped samples.
 
     The concatenation ``[state_g, embedding] @ W_g`` is computed as ``state_g @ W_state_g +
     embedding @ W_input[:, g]``: the same function, but the embedding's part is one dense matmul for
@@ -147,25 +154,23 @@ class BlockGRU(nn.Module):
         self.embed_action = NormLayer(action_dim, hidden)
         self.embed_deter = NormLayer(deter, hidden)
         self.state_layer = BlockLinear(blocks, per_group, per_group, bias=False)
-        self.input_layer = Linear(3 * hidden, deter, bias=False)  # (3·hidden) → (G·D/G)
-        # fan-avg init of the official (per_group + 3·hidden → per_group) block layer
-        fan = (per_group + 3 * hidden + per_group) / 2
+        self.input_layer = Linear(3 * hidden, deter)  # (3·hidden) → (G·D/G), the layer's bias
+        # init of the official block layer, kernel (G, per_group + 3·hidden, per_group)
         for weight in (self.state_layer.weight, self.input_layer.weight):
-            std = math.sqrt(1.0 / fan) / 0.87962566103423978
-            with torch.no_grad():
-                nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
-        self.hidden_norm = nn.RMSNorm(per_group, eps=NORM_EPS)  # shared over groups
+            init_linear_(weight, fan_in=blocks * (per_group + 3 * hidden))
+        self.hidden_norm = nn.RMSNorm(deter, eps=NORM_EPS)  # over the whole state, as official
         self.gates = BlockLinear(blocks, per_group, 3 * per_group)
 
     def forward(self, deter: Tensor, stoch_flat: Tensor, action: Tensor) -> Tensor:
         """``deter (N, D)``, ``stoch_flat (N, S·C)``, ``action (N, A)`` → next ``deter (N, D)``."""
         N, G = deter.shape[0], self.blocks
+        action = action / action.abs().clamp(min=1.0).detach()
         inputs = torch.cat(
             [self.embed_stoch(stoch_flat), self.embed_action(action), self.embed_deter(deter)], -1
         )  # (N, 3·hidden)
         grouped = deter.view(N, G, -1)  # (N, G, D/G)
         x = self.state_layer(grouped) + self.input_layer(inputs).view(N, G, -1)  # (N, G, D/G)
-        x = F.silu(self.hidden_norm(x))
+        x = F.silu(self.hidden_norm(x.reshape(N, self.deter))).view(N, G, -1)
         reset, candidate, update = self.gates(x).chunk(3, -1)  # each (N, G, D/G)
         reset = torch.sigmoid(reset)
         candidate = torch.tanh(reset * candidate)
@@ -225,11 +230,11 @@ class ImageDecoder(nn.Module):
         layers, channels = [], self.start_shape[0]
         for mult in reversed(CNN_MULTIPLIERS[:-1]):
             conv = ConvTranspose2d(channels, depth * mult, 4, stride=2, padding=1, bias=False)
-            init_linear_(conv.weight)
+            init_linear_(conv.weight, fan_in=channels * 16)
             layers += [conv, ChannelNorm(depth * mult), nn.SiLU()]
             channels = depth * mult
         last = ConvTranspose2d(channels, C, 4, stride=2, padding=1)
-        init_linear_(last.weight)
+        init_linear_(last.weight, fan_in=channels * 16)
         nn.init.zeros_(last.bias)
         self.net = nn.Sequential(*layers, last)
 

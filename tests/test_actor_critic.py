@@ -27,15 +27,18 @@ def test_lambda_one_is_discounted_reward_sum_plus_bootstrap():
     assert torch.allclose(returns[:, 0], torch.tensor([1 + 0.9 * (1 + 0.9 * 4)]))
 
 
-def test_return_normalizer_percentiles_and_floor():
+def test_return_normalizer_starts_at_zero_without_debiasing():
+    """Official retnorm: EMAs from 0, no bias correction, so the first batch moves them by the
+    rate only (the first scale is max(1, 0.5 · 90) = 45 here, not the first batch's 90)."""
     norm = ReturnNormalizer(rate=0.5, low=0.05, high=0.95)
     norm.update(torch.linspace(0, 100, 1001))
-    assert norm.low.item() == pytest.approx(5.0) and norm.high.item() == pytest.approx(95.0)
-    norm.update(torch.linspace(0, 0, 10))
     assert norm.low.item() == pytest.approx(2.5) and norm.high.item() == pytest.approx(47.5)
-    small = ReturnNormalizer(0.01, 0.05, 0.95)
-    small.update(torch.zeros(10))
-    assert small.scale().item() == 1.0  # max(1, P95 − P5)
+    assert norm.scale().item() == pytest.approx(45.0)
+    norm.update(torch.linspace(0, 0, 10))
+    assert norm.low.item() == pytest.approx(1.25) and norm.high.item() == pytest.approx(23.75)
+    slow = ReturnNormalizer(0.01, 0.05, 0.95)
+    slow.update(torch.linspace(0, 100, 1001))
+    assert slow.scale().item() == 1.0  # max(1, 0.01 · 90): returns stay unscaled at first
 
 
 @pytest.mark.parametrize("discrete", [True, False])
@@ -105,3 +108,10 @@ def test_score_of_raw_samples_has_no_std_bias():
         dist.log_prob(sample.clamp(-1, 1)).mean(), raw_std)
     assert abs(raw_grad.sum().item()) < 0.005
     assert clipped_grad.sum().item() < -0.02
+
+
+def test_discrete_actor_has_no_unimix(tiny_config):
+    """Official: the categorical policy is plain softmax; only the latents mix in 1% uniform."""
+    actor_critic = ActorCritic(tiny_config.model, tiny_config.behavior, action_dim=4, discrete=True)
+    dist = actor_critic.distribution(torch.tensor([[30.0, 0.0, 0.0, 0.0]]))
+    assert dist.log_probs.exp()[0, 1:].max().item() < 1e-12  # with unimix 0.01: 0.0025

@@ -6,6 +6,7 @@ from dreamer.config import (
     MODEL_PRESETS,
     Config,
     ConfigError,
+    TrainingConfig,
     config_from_dict,
     load_config,
     override,
@@ -107,6 +108,19 @@ def test_env_preset_applies_to_its_env_only():
     assert "presets" not in cartpole.to_dict()  # the config holds the merged values only
 
 
+def test_namespaced_ids_have_nested_presets_that_dvc_can_set():
+    """dm_control/cartpole-balance-v0 → presets.dm_control.cartpole-balance-v0 (``-S`` cannot
+    address a key containing "/"); errors name the nested key."""
+    presets = {"presets": {"dm_control": {"cartpole-balance-v0": {"training": {"env_steps": 500}},
+                                          "walker-stand-v0": {"training": {"env_steps": 700}}}}}
+    cfg = config_from_dict({**presets, "env": {"id": "dm_control/cartpole-balance-v0"}})
+    assert cfg.training.env_steps == 500
+    assert config_from_dict(presets).training.env_steps == TrainingConfig().env_steps
+    bad = {"presets": {"dm_control": {"walker-stand-v0": {"training": {"env_step": 1}}}}}
+    with pytest.raises(ConfigError, match=r"^presets\.dm_control\.walker-stand-v0\.training\.env_step: unknown key"):
+        config_from_dict(bad)
+
+
 def test_load_config_changes_are_set_before_the_preset(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("training:\n  train_ratio: 64.0\npresets:\n  CarRacing-v3:\n    env:\n"
@@ -134,6 +148,8 @@ def test_the_shipped_params_file_and_its_presets_are_valid():
 
     params = Path(__file__).resolve().parents[1] / "params.yaml"
     base = load_config(params)
-    for env_id in ("CartPole-v1", "CarRacing-v3"):
+    for env_id in ("CartPole-v1", "CarRacing-v3", "dm_control/cartpole-balance-v0",
+                   "dm_control/cartpole-balance_sparse-v0", "dm_control/cartpole-swingup-v0",
+                   "dm_control/walker-stand-v0"):
         cfg = load_config(params, {"env.id": env_id})
         assert cfg.env.id == env_id and cfg != base

@@ -14,6 +14,19 @@ def test_mlp_shapes_and_zero_init_output():
     assert torch.count_nonzero(y) == 0  # zero-initialised output layer
 
 
+def test_official_init_fan_in_and_output_scale_on_the_weights():
+    """trunc_normal_in: std sqrt(1/fan_in) (fan_avg would give sqrt(1/160) = 0.079 here); the
+    output scale multiplies the weights (0.01 → std 0.000625), not their variance (→ 0.00625)."""
+    torch.manual_seed(0)
+    hidden = MLP(256, 64, 1)[0][0]
+    assert hidden.weight.std().item() == pytest.approx(256 ** -0.5, rel=0.03)
+    assert hidden.bias is not None  # Linear → RMSNorm keeps its bias (RMSNorm does not centre)
+    actor_out = MLP(256, 64, 1, out=4096, out_scale=0.01)[-1]
+    assert actor_out.weight.std().item() == pytest.approx(0.01 * 64 ** -0.5, rel=0.03)
+    block = BlockLinear(8, 32, 32)  # official fans of a (G, in/G, out/G) kernel: fan_in = in
+    assert block.weight.std().item() == pytest.approx(256 ** -0.5, rel=0.05)
+
+
 def test_block_linear_is_block_diagonal():
     layer = BlockLinear(4, 3, 5, bias=False)
     x = torch.randn(2, 4, 3)
@@ -29,6 +42,18 @@ def test_block_gru_shapes_and_gate_bias():
     h = gru(torch.zeros(3, 16), torch.zeros(3, 8), torch.zeros(3, 2))
     assert h.shape == (3, 16)
     assert torch.isfinite(h).all() and h.abs().max() < 1
+
+
+def test_block_gru_norms_the_whole_state_and_bounds_actions():
+    """Official core: RMSNorm over all D features (not per block), actions / max(1, |a|)."""
+    torch.manual_seed(0)
+    gru = BlockGRU(deter=16, stoch_flat=8, action_dim=2, hidden=8, blocks=4)
+    assert tuple(gru.hidden_norm.normalized_shape) == (16,)
+    deter, stoch = torch.randn(3, 16), torch.randn(3, 8)
+    action = torch.tensor([[3.0, -0.5], [0.2, 0.1], [-7.0, 2.0]])
+    bounded = action / action.abs().clamp(min=1.0)
+    assert torch.allclose(gru(deter, stoch, action), gru(deter, stoch, bounded), atol=1e-6)
+    assert not torch.allclose(gru(deter, stoch, action), gru(deter, stoch, action * 0.5))
 
 
 @pytest.mark.parametrize("size", [16, 64])
