@@ -258,18 +258,17 @@ def gym_spec(env_id: str) -> gymnasium.envs.registration.EnvSpec:
     module, _, name = env_id.rpartition(":")
     if module and not _import_registering(module, env_id):
         raise EnvSpecError(f"env.id: module {module!r} of {env_id!r} is not installed")
-    try:
-        return gymnasium.spec(name)
-    except gymnasium.error.NamespaceNotFound:
-        namespace = name.split("/")[0]
+    namespace = name.split("/")[0] if "/" in name else None
+    if namespace and namespace not in {s.namespace for s in gymnasium.registry.values()}:
         candidates = dict.fromkeys([NAMESPACE_PACKAGES.get(namespace), namespace, namespace.lower()])
         if not any(_import_registering(m, env_id) for m in candidates if m):
             raise EnvSpecError(
                 f"env.id: unknown gymnasium namespace in {env_id!r} (no installed package "
                 f"registers {namespace!r}; for dm_control/… install shimmy[dm-control])"
-            ) from None
+            )
+    try:
         return gymnasium.spec(name)
-    except gymnasium.error.Error as exc:
+    except gymnasium.error.Error as exc:  # unknown name or version, also after an import
         hint = " ".join(str(exc).split())
         raise EnvSpecError(f"env.id: unknown gymnasium environment {env_id!r} ({hint})") from None
 
@@ -278,22 +277,22 @@ def _make_gym_env(cfg: EnvConfig) -> gymnasium.Env:
     """``gymnasium.make`` with ``render_mode="rgb_array"`` where the env offers it."""
     spec = gym_spec(cfg.id)
     kwargs = dict(cfg.kwargs)
+    attempts = [kwargs]  # keyword sets to try in turn
     if "render_mode" not in kwargs:
         modes = _render_modes(spec.entry_point)
         if modes is None:  # undeclared: offer rgb_array, fall back to no rendering
-            try:
-                return gymnasium.make(spec.id, render_mode="rgb_array", **kwargs)
-            except TypeError:
-                pass
+            attempts = [{**kwargs, "render_mode": "rgb_array"}, kwargs]
         elif "rgb_array" in modes:
-            kwargs["render_mode"] = "rgb_array"
-    try:
-        return gymnasium.make(spec.id, **kwargs)
-    except gymnasium.error.DependencyNotInstalled as exc:
-        detail = str(exc).splitlines()[0]
-        raise EnvSpecError(f"env.id: cannot create {cfg.id!r} ({detail})") from None
-    except TypeError as exc:
-        raise EnvSpecError(f"env.kwargs: not accepted by {cfg.id!r} ({exc})") from None
+            attempts = [{**kwargs, "render_mode": "rgb_array"}]
+    for i, attempt in enumerate(attempts):
+        try:
+            return gymnasium.make(spec.id, **attempt)
+        except gymnasium.error.DependencyNotInstalled as exc:
+            detail = str(exc).splitlines()[0]
+            raise EnvSpecError(f"env.id: cannot create {cfg.id!r} ({detail})") from None
+        except TypeError as exc:
+            if i + 1 == len(attempts):
+                raise EnvSpecError(f"env.kwargs: not accepted by {cfg.id!r} ({exc})") from None
 
 
 class DreamerEnv:

@@ -333,6 +333,9 @@ def test_ids_registered_on_import_resolve(monkeypatch):
     gymnasium.registry.pop("OnImport/Pendulum-v0")
     sys.modules.pop("tests.registers_on_import")
     monkeypatch.setitem(envs_module.NAMESPACE_PACKAGES, "OnImport", "tests.registers_on_import")
+    # an unknown name in a namespace that only the import registers: still one line
+    with pytest.raises(EnvSpecError, match=r"^env.id: unknown gymnasium environment 'OnImport/Nope-v0'"):
+        make_env(EnvConfig(id="OnImport/Nope-v0"), seed=0)
     with make_env(EnvConfig(id="OnImport/Pendulum-v0"), seed=0) as env:
         assert env.spec.action_dim == 1
     with pytest.raises(EnvSpecError, match=r"^env.id: unknown gymnasium namespace in 'Nowhere/X-v0'"):
