@@ -378,7 +378,8 @@ def apply_env_preset(data: dict) -> dict:
     presets = data.pop("presets", None) or {}
     if not isinstance(presets, dict):
         raise ConfigError(f"presets: expected a mapping from env id to settings, got {presets!r}")
-    for env_id, (where, preset) in _preset_entries(presets).items():
+    entries = _preset_entries(presets)
+    for env_id, (where, preset) in entries.items():
         if not isinstance(preset, dict):
             raise ConfigError(f"{where}: expected a mapping, got {preset!r}")
         if "id" in (preset.get("env") or {}):
@@ -386,7 +387,7 @@ def apply_env_preset(data: dict) -> dict:
         _build(Config, preset, where + ".")  # keys, types and ranges, named inside the preset
     env = data.get("env")
     env_id = env.get("id", EnvConfig.id) if isinstance(env, dict) else EnvConfig.id
-    _, preset = _preset_entries(presets).get(env_id, (None, None))
+    _, preset = entries.get(env_id, (None, None))
     return _merge(data, preset) if preset else data
 
 
