@@ -5,6 +5,9 @@ forward H steps with the actor, and trains
 - the critic toward λ-returns (two-hot, plus a regulariser toward a slow EMA copy of itself), and
 - the actor with REINFORCE on advantages normalised by the 5–95% return range (official current),
   or by backpropagating returns through the dynamics (paper v1, continuous actions).
+The critic also learns on the replayed trajectory itself (official ``repval_loss``, the *replay
+value loss*): λ-returns along the real rewards and episode ends of the window, bootstrapped from
+the imagined returns at each step, with gradients reaching the world model's representations.
 """
 
 from __future__ import annotations
@@ -39,6 +42,27 @@ def lambda_return(reward: Tensor, continues: Tensor, value: Tensor, gamma: float
     for t in reversed(range(H)):
         bootstrap = (1 - lam) * value[:, t + 1] + lam * returns[-1]
         returns.append(reward[:, t + 1] + discount[:, t + 1] * bootstrap)
+    return torch.stack(returns[1:][::-1], 1)
+
+
+def replay_lambda_return(reward: Tensor, is_last: Tensor, is_terminal: Tensor, boot: Tensor,
+                         gamma: float, lam: float) -> Tensor:
+    """λ-returns along a replayed window (official ``repl_loss``), ``(B, T)`` → ``(B, T−1)``.
+
+    Args:
+        reward ``(B, T)``: received on arriving at step t; is_last, is_terminal ``(B, T)`` bool;
+        boot ``(B, T)``: the imagined λ-return from step t (the bootstrap where the real
+        trajectory stops informing the return: everywhere with weight 1 − λ, fully at episode ends).
+    Returns:
+        R_t = r_{t+1} + γ (1 − term_{t+1}) ((1 − λ_{t+1}) boot_{t+1} + λ_{t+1} R_{t+1}) for
+        t = 0…T−2, with λ_{t+1} = λ (1 − last_{t+1}) and R_{T−1} = boot_{T−1}.
+    """
+    live = gamma * (~is_terminal[:, 1:]).float()  # (B, T−1)
+    cont = lam * (~is_last[:, 1:]).float()
+    immediate = reward[:, 1:] + (1 - cont) * live * boot[:, 1:]
+    returns = [boot[:, -1]]
+    for t in reversed(range(live.shape[1])):
+        returns.append(immediate[:, t] + live[:, t] * cont[:, t] * returns[-1])
     return torch.stack(returns[1:][::-1], 1)
 
 
@@ -158,13 +182,14 @@ class ActorCritic(nn.Module):
         torch._foreach_lerp_(slow, fast, self.cfg.slow_critic_rate)
 
     def loss(self, world_model: WorldModel, start: State, start_continue: Tensor
-             ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+             ) -> tuple[Tensor, Tensor, dict[str, Tensor], Tensor]:
         """Actor and critic losses from rollouts imagined from ``start``.
 
         Args:
             start: posterior states ``(N, ...)``, detached; start_continue ``(N,)``: 1 − is_terminal.
         Returns:
-            actor loss, critic loss (scalars), and metrics.
+            actor loss, critic loss (scalars), metrics, and the detached λ-return ``(N,)`` from
+            each start (the replay value loss bootstraps from it).
         """
         # REINFORCE needs no gradient through the rollout: run it without autograd's graph.
         with torch.set_grad_enabled(self.through_dynamics):
@@ -178,7 +203,7 @@ class ActorCritic(nn.Module):
 
     @compiled
     def losses(self, world_model: WorldModel, imagined: Imagination, start_continue: Tensor
-               ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+               ) -> tuple[Tensor, Tensor, dict[str, Tensor], Tensor]:
         """Actor and critic losses on an imagined rollout (see :meth:`loss`)."""
         cfg = self.cfg
         through_dynamics = self.through_dynamics
@@ -213,11 +238,9 @@ class ActorCritic(nn.Module):
             actor_objective = log_prob * advantage.detach()
         actor_loss = -(weight[:, :-1] * (actor_objective + cfg.entropy * entropy)).mean()
 
-        critic_dist = TwoHot(critic_logits[:, :-1])
         with torch.no_grad():
-            slow_value = TwoHot(self.slow_critic(feat)[:, :-1]).mean()
-        critic_loss = critic_dist.loss(returns.detach())
-        critic_loss = critic_loss + cfg.slow_critic_scale * critic_dist.loss(slow_value)
+            slow_logits = self.slow_critic(feat)
+        critic_loss = self._value_loss(critic_logits[:, :-1], slow_logits[:, :-1], returns.detach())
         critic_loss = (weight[:, :-1] * critic_loss).mean()
 
         metrics = {
@@ -228,4 +251,34 @@ class ActorCritic(nn.Module):
             "behavior/advantage_abs": advantage.abs().mean(),
             "behavior/return_scale": scale,
         }
-        return actor_loss, critic_loss, {k: v.detach() for k, v in metrics.items()}
+        return (actor_loss, critic_loss, {k: v.detach() for k, v in metrics.items()},
+                returns[:, 0].detach())
+
+    def _value_loss(self, logits: Tensor, slow_logits: Tensor, target: Tensor) -> Tensor:
+        """Per-step critic loss ``(...)``: two-hot toward ``target`` plus ``slow_critic_scale`` ×
+        two-hot toward the slow critic's value (logits ``(..., K)`` of the same states)."""
+        dist = TwoHot(logits)
+        slow_value = TwoHot(slow_logits).mean().detach()
+        return dist.loss(target) + self.cfg.slow_critic_scale * dist.loss(slow_value)
+
+    @compiled
+    def replay_value_loss(self, feat: Tensor, reward: Tensor, is_last: Tensor,
+                          is_terminal: Tensor, boot: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        """The critic on the replayed window (official ``repl_loss``, ``repval_grad: True``).
+
+        Args:
+            feat ``(B, T, F)``: posterior features *with* gradients, so the loss also shapes the
+            world model's representations; reward, is_last, is_terminal ``(B, T)`` as replayed;
+            boot ``(B, T)``: detached imagined λ-returns from each step.
+        Returns the loss (mean over steps not at an episode end; unscaled) and metrics.
+        """
+        cfg = self.cfg
+        returns = replay_lambda_return(reward, is_last, is_terminal, boot, cfg.gamma,
+                                       cfg.return_lambda)  # (B, T−1)
+        # Heads on all T steps, then sliced (a time slice of feat is not contiguous; see losses).
+        logits = self.critic(feat)[:, :-1]  # (B, T−1, K)
+        with torch.no_grad():
+            slow_logits = self.slow_critic(feat.detach())[:, :-1]
+        weight = (~is_last[:, :-1]).float()
+        loss = (weight * self._value_loss(logits, slow_logits, returns.detach())).mean()
+        return loss, {"behavior/replay_return_mean": returns.mean().detach()}

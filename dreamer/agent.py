@@ -2,8 +2,9 @@
 
 ``Agent.act`` follows the user's roadmap for one env step: GRU → posterior from the new observation
 → actor. ``Agent.train_step`` is one gradient step on a replayed (B, T) batch: the world-model
-losses, then actor and critic losses on H-step imaginations from every posterior state, and one
-optimiser step for all three (as the official code does).
+losses (filtering from the window's stored starting latent, the replay context), then actor and
+critic losses on H-step imaginations from every posterior state, the critic's loss on the replayed
+trajectory, and one optimiser step for all three (as the official code does).
 
 How it computes (``params.yaml`` ``device``, ``precision``, ``compile``): on ``device`` with the
 precision policy of ``networks.py`` (bfloat16 matmuls, float32 everything else, under
@@ -27,13 +28,21 @@ from .actor_critic import ActorCritic
 from .compiled import check_compiler, compile_marked, compiled, is_compiled
 from .config import Config, ConfigError
 from .optim import Optimizer
-from .replay import Batch
+from .replay import Batch, Latents
 from .seeding import restore_rng_state, rng_state
 from .world_model import State, WorldModel
 
 
 class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or Inf; training stops and the last good checkpoint is kept."""
+
+
+class Update(NamedTuple):
+    """What one :meth:`Agent.train_step` returns: flat metrics, and with a replay context the
+    posterior latents of the trained steps ``(B, T, ...)`` to store back (else None)."""
+
+    metrics: dict[str, float]
+    posterior: Latents | None
 
 
 class PolicyState(NamedTuple):
@@ -107,7 +116,9 @@ class Agent(nn.Module):
         start = time.perf_counter()
         saved, rng = copy.deepcopy(self.training_state()), rng_state()
         t = self.cfg.training
-        self.train_step(Batch.zeros(self.spec, t.batch_size, t.batch_length))
+        context = self.cfg.training.replay_context
+        self.train_step(Batch.zeros(self.spec, t.batch_size, t.batch_length + context),
+                        self.empty_context(t.batch_size) if context else None)
         obs = {k: np.zeros((num_envs, *shape), np.uint8 if k in self.spec.image_keys
                            else np.float32) for k, shape in self.spec.obs_shapes.items()}
         self.act(obs, np.ones(num_envs, bool), self.initial_state(num_envs))
@@ -155,21 +166,60 @@ class Agent(nn.Module):
         return action, PolicyState(latent, action)
 
     # --- learning ----------------------------------------------------------------------------
-    def train_step(self, batch: Batch) -> dict[str, float]:
+    def empty_context(self, batch_size: int) -> Latents:
+        """A replay context with no stored latents (every window starts from the zero state)."""
+        m = self.cfg.model
+        return Latents(np.zeros((batch_size, m.deter), np.float16),
+                       np.zeros((batch_size, m.stoch), np.int16), np.zeros(batch_size, bool))
+
+    def _context_state(self, context: Latents | None, window: Batch) -> tuple[State, Tensor]:
+        """The filter's starting state ``(B, ...)`` and the window's ``is_first (B, T)``.
+
+        With a replay context (official ``replay_context: 1``) a window starts from the latent
+        stored for the step before it; where none is stored (``valid`` False) it starts from the
+        zero state with ``is_first`` set, as it does without a context.
+        """
+        B = window.reward.shape[0]
+        if context is None:
+            return self.world_model.rssm.initial(B, self.device), window.is_first
+        valid = torch.as_tensor(context.valid, device=self.device)  # (B,)
+        deter = torch.as_tensor(context.deter, device=self.device).float()  # (B, D)
+        stoch = torch.as_tensor(context.stoch, device=self.device).long()  # (B, S) class indices
+        stoch = torch.nn.functional.one_hot(stoch, self.cfg.model.classes).float()  # (B, S, C)
+        is_first = window.is_first.clone()
+        is_first[:, 0] |= ~valid
+        return State(deter, stoch), is_first
+
+    def train_step(self, batch: Batch, context: Latents | None = None) -> Update:
         """One update of world model, actor and critic on ``batch`` (a replay ``Batch``).
 
-        Returns a flat metrics dict (``loss/...``, ``behavior/...``, ``grad_norm/...``), read
-        with one device sync. Raises NonFiniteLossError naming the loss if any loss is NaN or
-        Inf; that check uses the same sync and comes before the optimiser step, so the weights
-        stay as they were.
+        Args:
+            batch: ``(B, T)`` windows; with ``context``, ``(B, 1 + T)``: the first step only
+                supplies the starting state and is not trained on (official replay context).
+            context: the latents stored for each window's first step (``ReplayBuffer.read_latents``).
+        Returns the metrics (``loss/...``, ``behavior/...``, ``grad_norm/...``), read with one
+        device sync, and with a context the posterior latents to store back. Raises
+        NonFiniteLossError naming the loss if any loss is NaN or Inf; that check uses the same
+        sync and comes before the optimiser step, so the weights stay as they were.
         """
         batch = batch.to(self.device, non_blocking=True)
+        window = batch.from_step(1) if context is not None else batch
+        state, is_first = self._context_state(context, window)
+        window = window._replace(is_first=is_first)
         with self.autocast():
-            wm_loss, terms, posterior = self.world_model.loss(batch)
+            wm_loss, terms, posterior = self.world_model.loss(window, state)
             start = posterior.detach().flatten_batch()  # (B·T, ...)
-            start_continue = (~batch.is_terminal).float().flatten()  # (B·T,)
-            actor_loss, critic_loss, behavior = self.actor_critic.loss(
+            start_continue = (~window.is_terminal).float().flatten()  # (B·T,)
+            actor_loss, critic_loss, behavior, start_return = self.actor_critic.loss(
                 self.world_model, start, start_continue)
+            replay_scale = self.cfg.behavior.replay_value_scale
+            if replay_scale:
+                # gradients reach the world model through the posterior features (repval_grad)
+                replay_loss, replay_metrics = self.actor_critic.replay_value_loss(
+                    posterior.features(), window.reward, window.is_last, window.is_terminal,
+                    start_return.view(window.reward.shape))
+                critic_loss = critic_loss + replay_scale * replay_loss
+                behavior = {**behavior, **replay_metrics, "loss/replay_value": replay_loss}
         losses = {"world_model": wm_loss, "actor": actor_loss, "critic": critic_loss}
         grad_norms = self.optimizer.backward(losses, separate=self.actor_critic.through_dynamics)
 
@@ -187,7 +237,12 @@ class Agent(nn.Module):
         self.optimizer.step()
         self.actor_critic.update_slow_critic()
         self.gradient_steps += 1
-        return named
+        stored = None
+        if context is not None:  # the new posteriors become the stored latents of these steps
+            stored = Latents(posterior.deter.detach().to(torch.float16).cpu().numpy(),
+                             posterior.stoch.detach().argmax(-1).to(torch.int16).cpu().numpy(),
+                             np.ones(posterior.deter.shape[:2], bool))
+        return Update(named, stored)
 
     # --- state registry (one source of truth for checkpoints) --------------------------------
     def training_state(self) -> dict:

@@ -156,6 +156,8 @@ class BehaviorConfig:
     return_norm_rate: float = _f(0.01, _unit_closed)
     return_norm_low: float = _f(0.05, _unit_open)
     return_norm_high: float = _f(0.95, _unit_open)
+    # The critic also learns on the replayed window (official repval_loss, scale 0.3); 0: off.
+    replay_value_scale: float = _f(0.3, _non_negative)
 
     @property
     def gamma(self) -> float:
@@ -175,6 +177,8 @@ class TrainingConfig:
     lr_warmup: int = _f(1000, _non_negative)  # gradient steps of linear lr warm-up
     agc: float = _f(0.3, _positive)  # adaptive gradient clipping (laprop)
     replay_capacity: int = _f(1_000_000, _positive)
+    # Windows start from the latent state stored for their first step (official replay_context 1)
+    replay_context: bool = True
     log_every: int = _f(1000, _positive)  # env steps between metric rows
     checkpoint_every: int = _f(5000, _positive)  # env steps between checkpoints
 

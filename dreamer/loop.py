@@ -195,6 +195,9 @@ class Trainer:
         self.collector.env_steps, self.collector.episodes = start_env_steps, start_episodes
         self.policy = AgentPolicy(agent, envs.num_envs)
         t = cfg.training
+        if t.replay_context:
+            m = cfg.model
+            replay.attach_latents(m.deter, m.stoch, m.classes)
         # Log and checkpoint at multiples of their intervals (comparable across runs).
         self.counters = Counters(
             env_steps=start_env_steps, episodes=start_episodes,
@@ -219,11 +222,15 @@ class Trainer:
         An agent step is one action of one env, ``action_repeat`` frames: the official
         ``train_ratio`` counts replayed steps per agent step (``env_steps`` here count frames)."""
         t = self.cfg.training
+        context = int(t.replay_context)  # windows carry one extra first step: the context
         self.counters.updates_owed += t.updates_per_agent_step * agent_steps
         while self.counters.updates_owed >= 1.0:
-            batch = self.replay.sample(t.batch_size, t.batch_length, self.rng,
-                                       pin_memory=self.agent.device.type == "cuda")
-            metrics = self.agent.train_step(batch)
+            index = self.replay.sample_index(t.batch_size, context + t.batch_length, self.rng)
+            batch = self.replay.gather(index, pin_memory=self.agent.device.type == "cuda")
+            latents = self.replay.read_latents(index[:, 0]) if context else None
+            metrics, posterior = self.agent.train_step(batch, latents)
+            if context:  # refresh the stored latents of the trained steps
+                self.replay.write_latents(index[:, context:], posterior)
             for k, v in metrics.items():
                 self._sums[k] += v
             self._count += 1
@@ -282,6 +289,7 @@ class Trainer:
             "agent": self.agent.training_state(),
             "counters": asdict(self.counters),
             "replay_steps": self.replay.total_steps,
+            "replay_latents": self.replay.latents_state(),
             "sampler_rng": self.rng.bit_generator.state,
             "global_rng": rng_state(),
             "env_rng": self.envs.rng_state(),
@@ -293,6 +301,7 @@ class Trainer:
         if self.collector.started:
             raise RuntimeError("resume only into a fresh trainer")
         self.agent.load_training_state(state["agent"])
+        self.replay.load_latents_state(state.get("replay_latents", {}))
         self.counters = Counters(**state["counters"])
         self.rng.bit_generator.state = state["sampler_rng"]
         restore_rng_state(state["global_rng"])

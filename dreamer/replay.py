@@ -26,6 +26,14 @@ the model has no context from before the window and must start from its initial 
 ``action[0]`` and ``reward[0]`` of a window that starts mid-episode keep their stored values; the
 model ignores the action at ``is_first`` steps.
 
+Replay context (official ``replay_context: 1``). The trainer samples windows one step longer and
+keeps, per stored step, the RSSM posterior state the last update computed for it
+(:meth:`ReplayBuffer.attach_latents`): the extra first step of a window is not trained on, its
+stored latent is the window's starting state, and the update writes its new posteriors back. A step
+has no latent until an update has replayed it (or after it is overwritten); there the window starts
+from the zero state as above. The latents are not part of the saved chunk files (they depend on
+the model, not the environment); the trainer's checkpoint carries them.
+
 Memory: one step takes :attr:`ReplayBuffer.bytes_per_step` bytes — the image bytes
 ``H·W·C`` per image key, plus 4 bytes per vector feature, per action dimension and for the
 reward, plus 3 flag bytes (12,307 bytes for one 64×64×3 image and 3 actions). Arrays are
@@ -88,6 +96,11 @@ class Batch(NamedTuple):
             for field in self
         ))
 
+    def from_step(self, k: int) -> Batch:
+        """Steps ``k…T−1`` of every window (views), flags as stored."""
+        return Batch(*({key: v[:, k:] for key, v in field.items()}
+                       if isinstance(field, dict) else field[:, k:] for field in self))
+
     @classmethod
     def zeros(cls, spec: EnvSpec, batch_size: int, length: int) -> Batch:
         """An all-zero batch of the stored dtypes, with ``is_first`` at ``t = 0`` (for compiling)."""
@@ -98,6 +111,18 @@ class Batch(NamedTuple):
         obs = {name[len("obs/"):]: v for name, v in arrays.items() if name.startswith("obs/")}
         return cls(obs, arrays["action"], arrays["reward"], arrays["is_first"],
                    arrays["is_last"], arrays["is_terminal"])
+
+
+class Latents(NamedTuple):
+    """Stored RSSM states of replayed steps (replay context), host arrays.
+
+    Attributes: deter ``(..., D)`` float16; stoch ``(..., S)`` int16 class indices; valid ``(...)``
+    bool, False where no update has computed a state for the step yet.
+    """
+
+    deter: np.ndarray
+    stoch: np.ndarray
+    valid: np.ndarray
 
 
 _TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.float32): torch.float32,
@@ -146,6 +171,7 @@ class ReplayBuffer:
         self._synced_dir: Path | None = None
         self._dirty_chunks: set[int] = set()
         self._chunk_crcs: dict[int, dict[str, int]] = {}
+        self._latents: dict[str, np.ndarray] | None = None  # replay context, attach_latents
 
     # --- size ------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -214,6 +240,8 @@ class ReplayBuffer:
         self._data["is_first"][index] = is_first
         self._data["is_last"][index] = is_last
         self._data["is_terminal"][index] = is_terminal
+        if self._latents is not None:
+            self._latents["valid"][index] = False
         self._dirty_chunks.add(index // self.chunk_size)
         self._cursor = (index + 1) % self.capacity
         self._size = min(self._size + 1, self.capacity)
@@ -236,6 +264,10 @@ class ReplayBuffer:
         Returns:
             A :class:`Batch` of CPU tensors, ``is_first[:, 0]`` forced to True.
         """
+        return self.gather(self.sample_index(batch_size, length, rng), pin_memory)
+
+    def sample_index(self, batch_size: int, length: int, rng: np.random.Generator) -> np.ndarray:
+        """Physical indices ``(B, T)`` of uniformly drawn windows (see :meth:`sample`)."""
         if batch_size < 1 or length < 1:
             raise ValueError(f"replay.sample: batch_size and length must be positive, got "
                              f"{batch_size} and {length}")
@@ -246,7 +278,10 @@ class ReplayBuffer:
             )
         starts = rng.integers(0, self._size - length + 1, size=batch_size)  # (B,) logical
         logical = starts[:, None] + np.arange(length)[None, :]  # (B, T)
-        index = (self._oldest() + logical) % self.capacity  # (B, T) physical
+        return (self._oldest() + logical) % self.capacity  # (B, T) physical
+
+    def gather(self, index: np.ndarray, pin_memory: bool = False) -> Batch:
+        """The steps at physical ``index (B, T)`` as a :class:`Batch`, ``is_first[:, 0]`` True."""
         is_first = self._data["is_first"][index]  # (B, T), a copy
         is_first[:, 0] = True
 
@@ -284,6 +319,8 @@ class ReplayBuffer:
             index = (self._cursor + np.arange(count)) % self.capacity
             for name, array in self._data.items():
                 array[index] = arrays[name][part]
+            if self._latents is not None:
+                self._latents["valid"][index] = False
             self._dirty_chunks.update((index // self.chunk_size).tolist())
             self._cursor = int((self._cursor + count) % self.capacity)
             self._size = min(self._size + count, self.capacity)
@@ -304,8 +341,56 @@ class ReplayBuffer:
         self._size -= drop
         self._total_steps = total_steps
         start = self._cursor
-        self._dirty_chunks.update(
-            {(start + i) % self.capacity // self.chunk_size for i in range(drop)})
+        dropped = (start + np.arange(drop)) % self.capacity
+        self._dirty_chunks.update((dropped // self.chunk_size).tolist())
+        if self._latents is not None:
+            self._latents["valid"][dropped] = False
+
+    # --- replay context: the latent state last computed for each stored step ----------------------
+    def attach_latents(self, deter: int, stoch: int, classes: int) -> None:
+        """Keep an RSSM state per stored step: ``deter (D,)`` as float16 (the GRU state is bounded;
+        the official code keeps it in bfloat16) and ``stoch (S,)`` as class indices of the one-hot
+        latents. Memory: ``2·D + 2·S + 1`` bytes per step, mapped lazily like the steps."""
+        shapes = {"deter": ((deter,), np.float16), "stoch": ((stoch,), np.int16),
+                  "valid": ((), np.bool_)}
+        if classes > np.iinfo(np.int16).max:
+            raise ValueError(f"replay: {classes} latent classes do not fit int16 indices")
+        if self._latents is not None:
+            if all(self._latents[k].shape[1:] == shape for k, (shape, _) in shapes.items()):
+                return
+            raise ValueError("replay: latents already attached with other sizes")
+        self._latents = {k: np.zeros((self.capacity, *shape), dtype)
+                         for k, (shape, dtype) in shapes.items()}
+
+    def read_latents(self, index: np.ndarray) -> Latents:
+        """The stored latents at physical ``index (B,)``; ``valid`` False where there are none."""
+        assert self._latents is not None, "attach_latents first"
+        return Latents(*(self._latents[k][index] for k in Latents._fields))
+
+    def write_latents(self, index: np.ndarray, latents: Latents) -> None:
+        """Store ``latents`` (arrays ``(B, T, ...)``) for the steps at ``index (B, T)``."""
+        assert self._latents is not None, "attach_latents first"
+        self._latents["deter"][index] = latents.deter
+        self._latents["stoch"][index] = latents.stoch
+        self._latents["valid"][index] = latents.valid
+
+    def latents_state(self) -> dict[str, torch.Tensor]:
+        """The stored latents in insertion order (for a checkpoint; empty when none attached)."""
+        if self._latents is None:
+            return {}
+        order = (self._oldest() + np.arange(self._size)) % self.capacity
+        return {k: torch.from_numpy(v[order]) for k, v in self._latents.items()}
+
+    def load_latents_state(self, state: dict[str, torch.Tensor]) -> None:
+        """Restore :meth:`latents_state` into a buffer holding the same steps."""
+        if self._latents is None or not state:
+            return
+        if len(state["valid"]) != self._size:
+            raise ReplayError(f"replay: checkpoint holds latents for {len(state['valid'])} steps, "
+                              f"the replay {self._size}")
+        order = (self._oldest() + np.arange(self._size)) % self.capacity
+        for k, v in state.items():
+            self._latents[k][order] = v.numpy()
 
     # --- persistence ----------------------------------------------------------------------------
     def _chunk_rows(self, chunk: int) -> int:

@@ -104,7 +104,8 @@ class RSSM(nn.Module):
 
         Args:
             embed ``(B, T, E)``, action ``(B, T, A)`` (the action that led to step t),
-            is_first ``(B, T)`` bool, state: carried state ``(B, ...)`` or None for zeros.
+            is_first ``(B, T)`` bool, state: the state before step 0 ``(B, ...)`` (the replay
+            context) or None for zeros.
         Returns:
             posterior states ``(B, T, ...)`` and posterior log-probs ``(B, T, S, C)``. (The prior
             needs no recurrence: :meth:`WorldModel.losses` computes it for all steps at once.)
@@ -112,8 +113,9 @@ class RSSM(nn.Module):
         B, T = is_first.shape
         if state is None:
             state = self.initial(B, embed.device)
-            if torch.is_grad_enabled():  # so step 0 runs the same compiled graph as the others
-                state = State(state.deter.requires_grad_(), state.stoch.requires_grad_())
+        if torch.is_grad_enabled():  # so step 0 runs the same compiled graph as the others
+            state = State(state.deter.detach().requires_grad_(),
+                          state.stoch.detach().requires_grad_())
         deters, stochs, posteriors = [], [], []
         for t in range(0, T, FILTER_BLOCK):
             block = slice(t, t + FILTER_BLOCK)

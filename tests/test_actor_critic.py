@@ -1,7 +1,12 @@
 import pytest
 import torch
 
-from dreamer.actor_critic import ActorCritic, ReturnNormalizer, lambda_return
+from dreamer.actor_critic import (
+    ActorCritic,
+    ReturnNormalizer,
+    lambda_return,
+    replay_lambda_return,
+)
 from dreamer.distributions import BoundedNormal
 from dreamer.world_model import WorldModel
 
@@ -25,6 +30,25 @@ def test_lambda_one_is_discounted_reward_sum_plus_bootstrap():
     value = torch.tensor([[0.0, 0.0, 4.0]])
     returns = lambda_return(reward, ones, value, gamma=0.9, lam=1.0)
     assert torch.allclose(returns[:, 0], torch.tensor([1 + 0.9 * (1 + 0.9 * 4)]))
+
+
+def test_replay_lambda_return_matches_hand_worked_examples():
+    """Official repl_loss returns: real rewards, bootstrap from the imagined returns ``boot``
+    with weight 1 − λ at every step, fully where the episode was truncated, not at all past a
+    terminal step. γ = λ = 0.5."""
+    reward = torch.tensor([[9.0, 1.0, 2.0, 3.0]])
+    boot = torch.tensor([[10.0, 20.0, 30.0, 40.0]])
+    no = torch.zeros(1, 4, dtype=torch.bool)
+    at2 = torch.tensor([[False, False, True, False]])
+    # R3 = 40; R2 = 3 + .5·40 = 23; R1 = 2 + .5(.5·30 + .5·23) = 15.25; R0 = 1 + .5(10 + 7.625)
+    returns = replay_lambda_return(reward, no, no, boot, gamma=0.5, lam=0.5)
+    assert torch.allclose(returns, torch.tensor([[9.8125, 15.25, 23.0]]))
+    # truncated at step 2: R1 = 2 + .5·30 = 17 (no λ-continuation past the end)
+    returns = replay_lambda_return(reward, at2, no, boot, gamma=0.5, lam=0.5)
+    assert torch.allclose(returns[:, :2], torch.tensor([[10.25, 17.0]]))
+    # terminal at step 2: R1 = 2, R0 = 1 + .5(.5·20 + .5·2) = 6.5
+    returns = replay_lambda_return(reward, at2, at2, boot, gamma=0.5, lam=0.5)
+    assert torch.allclose(returns[:, :2], torch.tensor([[6.5, 2.0]]))
 
 
 def test_return_normalizer_starts_at_zero_without_debiasing():
@@ -63,8 +87,8 @@ def test_actor_outputs_and_imagination_shapes(tiny_config, discrete):
         assert imagined.actions.abs().max() > 1.0
         assert torch.stack(fed).abs().max() <= 1.0
         assert torch.equal(torch.stack(fed, 1), imagined.actions.clamp(-1, 1))
-    actor_loss, critic_loss, metrics = ac.loss(wm, start, torch.ones(6))
-    assert actor_loss.shape == () and critic_loss.shape == ()
+    actor_loss, critic_loss, metrics, start_return = ac.loss(wm, start, torch.ones(6))
+    assert actor_loss.shape == () and critic_loss.shape == () and start_return.shape == (6,)
     ac.zero_grad()
     actor_loss.backward(inputs=list(ac.actor.parameters()))
     assert ac.actor[-1].weight.grad.abs().sum() > 0
@@ -79,7 +103,7 @@ def test_dynamics_backprop_option_reaches_the_actor(tiny_config):
     spec = make_spec(action_dim=2)
     wm = WorldModel(spec, cfg.model, cfg.world_model)
     ac = ActorCritic(cfg.model, cfg.behavior, 2, discrete=False)
-    actor_loss, _, _ = ac.loss(wm, wm.rssm.initial(4, "cpu"), torch.ones(4))
+    actor_loss, _, _, _ = ac.loss(wm, wm.rssm.initial(4, "cpu"), torch.ones(4))
     actor_loss.backward(inputs=list(ac.actor.parameters()))
     assert ac.actor[-1].weight.grad.abs().sum() > 0
 

@@ -73,7 +73,7 @@ def test_compiled_graphs_match_eager_on_deterministic_work(pair):
 def test_compiled_agent_trains_acts_and_pickles(pair):
     fast, spec = pair["fast"], pair["spec"]
     before = [p.detach().clone() for p in fast.parameters()]
-    metrics = [fast.train_step(make_batch(spec, seed=s)) for s in range(2)][-1]
+    metrics = [fast.train_step(make_batch(spec, seed=s)).metrics for s in range(2)][-1]
     assert all(np.isfinite(v) for v in metrics.values())
     assert sum(not torch.equal(a, b) for a, b in zip(before, fast.parameters())) > 10
     state = fast.initial_state(2)
@@ -177,7 +177,7 @@ def test_cuda_agent_trains_and_acts_compiled():
     agent = Agent(spec, override(tiny(), device="cuda", compile=True))
     assert agent.matmul_dtype == torch.bfloat16 or not torch.cuda.is_bf16_supported()
     agent.compile(num_envs=2)
-    metrics = agent.train_step(make_batch(spec))
+    metrics = agent.train_step(make_batch(spec)).metrics
     assert all(np.isfinite(v) for v in metrics.values())
     state = agent.initial_state(2)
     for _ in range(3):  # replays of the captured policy graph carry copies, not its buffers

@@ -51,6 +51,9 @@ def test_trainer_trains_at_train_ratio_and_calls_hooks():
     assert [r["env_step"] for r in rows] == [100, 150, 200, 250]  # log_every 50 from step 64
     assert all(np.isfinite(r["loss/world_model"]) for r in rows)
     assert checkpoints[-1] == 264
+    # replay context: the updates stored a latent for most replayed steps (none for the newest)
+    valid = trainer.replay.read_latents(np.arange(len(trainer.replay))).valid
+    assert 0.5 < valid.mean() < 1.0
 
 
 def test_train_ratio_counts_agent_steps_not_frames():
@@ -87,6 +90,8 @@ def test_resumed_run_continues_exactly(tmp_path):
     second = _trainer(tiny(**{"training.env_steps": 520, "training.checkpoint_every": 100,
                               "training.train_ratio": 16.0, "seed": 0}))
     second.replay = ReplayBuffer(second.envs.spec, 5000)
+    m = second.cfg.model
+    second.replay.attach_latents(m.deter, m.stoch, m.classes)  # as Trainer does with its replay
     second.replay.extend(saved["replay"])
     second.collector.replay = second.replay
     second.load_training_state(load_checkpoint(tmp_path / "state.pt")["trainer"])

@@ -329,3 +329,60 @@ def test_chunk_with_wrong_shape(spec, tmp_path):
     (tmp_path / "meta.json").write_text(json.dumps(meta))
     message = _one_line_error(tmp_path, spec)
     assert message == f"{path}: obs/image is uint8(4, 4, 4, 2), expected uint8(4, 4, 4, 1)"
+
+
+# --- replay context: stored latents ---------------------------------------------------------------
+def _latents(index: np.ndarray, deter: int = 3, stoch: int = 2):
+    """Latents whose values name the physical step they were written for."""
+    value = index.astype(np.float16)[..., None]
+    return replay_module.Latents(np.broadcast_to(value, (*index.shape, deter)).copy(),
+                                 np.broadcast_to(index[..., None] % 4, (*index.shape, stoch))
+                                 .astype(np.int16), np.ones(index.shape, bool))
+
+
+def test_latents_round_trip_and_are_dropped_when_their_step_is_overwritten(spec):
+    buffer = ReplayBuffer(spec, capacity=10)
+    buffer.attach_latents(3, 2, 4)
+    _fill(buffer, 0, 10)
+    index = buffer.sample_index(2, 4, np.random.default_rng(0))
+    assert not buffer.read_latents(index[:, 0]).valid.any()  # nothing trained yet
+    buffer.write_latents(index, _latents(index))
+    read = buffer.read_latents(index[:, 1])
+    assert read.valid.all() and np.array_equal(read.deter[:, 0], index[:, 1].astype(np.float16))
+    assert np.array_equal(read.stoch[:, 0], index[:, 1] % 4)
+    written = np.unique(index)
+    _fill(buffer, 10, 3)  # overwrites physical steps 0, 1, 2
+    valid = buffer.read_latents(np.arange(10)).valid
+    assert np.flatnonzero(valid).tolist() == sorted(set(written.tolist()) - {0, 1, 2})
+
+
+def test_latents_state_restores_into_a_buffer_with_another_layout(spec):
+    """A checkpoint keeps the latents in insertion order: a resumed run's fresh buffer (other
+    capacity, other physical positions) gets each latent back at its own step."""
+    ring = ReplayBuffer(spec, capacity=8)
+    ring.attach_latents(3, 2, 4)
+    _fill(ring, 0, 12)  # wrapped: physical order differs from insertion order
+    ring.write_latents(np.arange(8)[None], _latents(np.arange(8)[None]))
+    state = ring.latents_state()
+    fresh = ReplayBuffer(spec, capacity=20)
+    fresh.attach_latents(3, 2, 4)
+    fresh.extend(ring.arrays())
+    fresh.load_latents_state(state)
+    # step g lives at physical g % 8 in the ring and at g − 4 in the fresh buffer
+    steps = np.arange(4, 12)
+    read = fresh.read_latents(steps - 4)
+    assert read.valid.all() and np.array_equal(read.deter[:, 0], (steps % 8).astype(np.float16))
+    empty = ReplayBuffer(spec, capacity=20)
+    empty.attach_latents(3, 2, 4)
+    with pytest.raises(ReplayError, match="latents for 8 steps, the replay 0"):
+        empty.load_latents_state(state)
+
+
+def test_from_step_drops_the_context_step(spec):
+    buffer = ReplayBuffer(spec, capacity=100)
+    _fill(buffer, 0, 30)
+    batch = buffer.sample(4, 6, np.random.default_rng(5))
+    window = batch.from_step(1)
+    assert window.reward.shape == (4, 5)
+    assert np.array_equal(_counters(window), _counters(batch)[:, 1:])
+    assert torch.equal(window.is_first, batch.is_first[:, 1:])  # stored flags, nothing forced
