@@ -52,12 +52,11 @@ class Collector:
     """Steps ``N`` envs with a policy and appends every transition to the replay buffer.
 
     Stored convention (see ``replay.py``): at reset ``(o_0, a=0, r=0, is_first)``; after each step
-    ``(o_{t+1}, a_t, r_{t+1}, is_last, is_terminal)``. The replay is one ring of contiguous
-    windows, so with several envs each env's steps wait in its own fragment and enter the replay
-    together: when the episode ends, after ``fragment`` steps, or on :meth:`flush`. A fragment that
-    continues an episode starts like a reset step (``is_first``, zero action and reward), so no
-    sampled window mixes two envs. Deviation: the official code keeps per-env streams; here the
-    model loses its context at that seam and the reward of one step in ``fragment`` is dropped.
+    ``(o_{t+1}, a_t, r_{t+1}, is_last, is_terminal)``, tagged with the env's index as its stream.
+    The replay is one ring of contiguous windows, so with several envs each env's steps wait in
+    their own run and enter the replay together, unaltered, every ``fragment`` steps and on
+    :meth:`flush`; sampled windows stay inside one stream (one stream per env, as the official
+    code), so a window never mixes envs. The cost: no window spans two runs of the same env.
     With one env every step goes to the replay at once.
     """
 
@@ -84,18 +83,15 @@ class Collector:
             self.replay.add(*step)
             return
         self._pending[index].append(step)
-        if step[4] or len(self._pending[index]) >= self.fragment:
+        if len(self._pending[index]) >= self.fragment:
             self.flush(index)
 
     def flush(self, index: int | None = None) -> None:
         """Move the pending steps of env ``index`` (default: all envs) into the replay."""
         for i in range(self.envs.num_envs) if index is None else [index]:
             steps, self._pending[i] = self._pending[i], []
-            if steps and not steps[0][3]:  # continues an episode: starts like a reset step
-                obs, action, _, _, is_last, is_terminal = steps[0]
-                steps[0] = (obs, np.zeros_like(action), 0.0, True, is_last, is_terminal)
             for step in steps:
-                self.replay.add(*step)
+                self.replay.add(*step, stream=i)
 
     def _reset_ended(self) -> None:
         mask = self.needs_reset

@@ -16,13 +16,16 @@ Time convention. Step ``t`` stores the observation ``obs[t]`` together with what
 * ``action[t]`` is the action that led to ``obs[t]`` (zeros where ``is_first``);
 * ``reward[t]`` is the reward received on arriving at ``obs[t]`` (0 where ``is_first``);
 * ``is_last[t]``: the episode ended at ``obs[t]`` (terminated or truncated);
-* ``is_terminal[t]``: it ended because the MDP terminated (no bootstrapping), not truncation.
+* ``is_terminal[t]``: it ended because the MDP terminated (no bootstrapping), not truncation;
+* ``stream[t]``: the env that produced the step (one replay stream per env, as the official code).
 
 Sampling draws windows of ``T`` contiguous steps uniformly from all windows that lie inside the
-stored steps in insertion order; a window never spans the ring's seam (between the newest and the
-oldest step). Windows may cross episode boundaries — the world model resets its state wherever
-``is_first`` is set — and ``is_first`` is forced to True at position 0 of every window, because
-the model has no context from before the window and must start from its initial state there.
+stored steps in insertion order and inside one stream; a window never spans the ring's seam
+(between the newest and the oldest step) or a change of stream (with several envs, each env's steps
+enter the ring in runs: ``loop.Collector``). Windows may cross episode boundaries — the world
+model resets its state wherever ``is_first`` is set — and ``is_first`` is forced to True at
+position 0 of every window, because the model has no context from before the window and must
+start from its initial state there.
 ``action[0]`` and ``reward[0]`` of a window that starts mid-episode keep their stored values; the
 model ignores the action at ``is_first`` steps.
 
@@ -36,7 +39,8 @@ the model, not the environment); the trainer's checkpoint carries them.
 
 Memory: one step takes :attr:`ReplayBuffer.bytes_per_step` bytes — the image bytes
 ``H·W·C`` per image key, plus 4 bytes per vector feature, per action dimension and for the
-reward, plus 3 flag bytes (12,307 bytes for one 64×64×3 image and 3 actions). Arrays are
+reward, plus 3 flag bytes and 2 stream bytes (12,309 bytes for one 64×64×3 image and 3
+actions). Arrays are
 allocated with ``np.zeros`` up front, which the OS maps lazily, so an unfilled capacity costs
 address space rather than resident memory.
 """
@@ -57,7 +61,7 @@ import torch
 from dreamer.atomic import atomic_path, write_bytes
 from dreamer.envs import EnvSpec
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the stream of each step
 _FLAGS = ("is_first", "is_last", "is_terminal")
 _CHUNK_PATTERN = "chunk_{:06d}.npz"
 
@@ -126,7 +130,7 @@ class Latents(NamedTuple):
 
 
 _TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.float32): torch.float32,
-                 np.dtype(np.bool_): torch.bool}
+                 np.dtype(np.bool_): torch.bool, np.dtype(np.int16): torch.int16}
 
 
 def _layout(spec: EnvSpec) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -139,6 +143,7 @@ def _layout(spec: EnvSpec) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     layout["reward"] = ((), np.dtype(np.float32))
     for flag in _FLAGS:
         layout[flag] = ((), np.dtype(np.bool_))
+    layout["stream"] = ((), np.dtype(np.int16))
     return layout
 
 
@@ -205,6 +210,7 @@ class ReplayBuffer:
         is_first: bool,
         is_last: bool,
         is_terminal: bool,
+        stream: int = 0,
     ) -> None:
         """Append one step (see the time convention in the module docstring).
 
@@ -213,6 +219,7 @@ class ReplayBuffer:
             action: ``(A,)`` the action that led to ``obs``; zeros when ``is_first``.
             reward: received on arriving at ``obs``; 0 when ``is_first``.
             is_first, is_last, is_terminal: episode flags (``is_terminal`` implies ``is_last``).
+            stream: the env the step comes from (windows never mix streams).
         """
         if set(obs) != set(self.spec.obs_shapes):
             expected = sorted(self.spec.obs_shapes)
@@ -240,6 +247,7 @@ class ReplayBuffer:
         self._data["is_first"][index] = is_first
         self._data["is_last"][index] = is_last
         self._data["is_terminal"][index] = is_terminal
+        self._data["stream"][index] = stream
         if self._latents is not None:
             self._latents["valid"][index] = False
         self._dirty_chunks.add(index // self.chunk_size)
@@ -276,9 +284,20 @@ class ReplayBuffer:
                 f"replay.sample: need at least {length} stored steps for windows of length "
                 f"{length}, have {self._size}"
             )
-        starts = rng.integers(0, self._size - length + 1, size=batch_size)  # (B,) logical
-        logical = starts[:, None] + np.arange(length)[None, :]  # (B, T)
-        return (self._oldest() + logical) % self.capacity  # (B, T) physical
+        # Uniform over the windows inside one stream, by rejection: a drawn window that spans a
+        # change of stream is drawn again (none with one env; about T / run length with several).
+        index = np.empty((batch_size, length), np.int64)
+        todo = np.arange(batch_size)
+        for _ in range(100):
+            starts = rng.integers(0, self._size - length + 1, size=len(todo))  # logical
+            logical = starts[:, None] + np.arange(length)[None, :]  # (n, T)
+            index[todo] = (self._oldest() + logical) % self.capacity  # physical
+            stream = self._data["stream"][index[todo]]
+            todo = todo[(stream != stream[:, :1]).any(1)]
+            if not len(todo):
+                return index  # (B, T)
+        raise ValueError(f"replay.sample: found no window of {length} steps inside one env's "
+                         f"stream (runs of steps from one env are shorter)")
 
     def gather(self, index: np.ndarray, pin_memory: bool = False) -> Batch:
         """The steps at physical ``index (B, T)`` as a :class:`Batch`, ``is_first[:, 0]`` True."""

@@ -10,8 +10,8 @@ are), so tables built from numpy arrays and tables read back from CSV both pass.
 
 Tables:
 - transitions (:func:`transitions_schema`, built from the replay buffer with
-  :func:`transitions_frame`): ``step, reward, is_first, is_last, is_terminal, action_0…,
-  obs/<key>_<i>…``;
+  :func:`transitions_frame`): ``step, stream, reward, is_first, is_last, is_terminal,
+  action_0…, obs/<key>_<i>…`` (``stream``: the env of the step; episodes are checked per stream);
 - episodes (:data:`EPISODES`): ``episode, seed, return, length, env_step[, stage]``; the training
   episodes (``metrics/train/returns.csv``) also have a non-decreasing ``env_step``;
 - training losses (``metrics/train/losses.csv``): ``gradient_step, env_step, wall_seconds,
@@ -166,6 +166,7 @@ def transitions_frame(
     action: np.ndarray,
     vector_obs: Mapping[str, np.ndarray] | None = None,
     step: np.ndarray | None = None,
+    stream: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The transitions table from replay arrays (image observations are left out).
 
@@ -174,11 +175,13 @@ def transitions_frame(
         action: ``(N, A)`` in agent space (one-hot for discrete actions).
         vector_obs: ``{key: (N, D)}`` (or ``(N,)``) vector observations.
         step: ``(N,)``; default ``0 … N-1``.
+        stream: ``(N,)`` the env each step comes from; default all 0.
     """
     N = len(reward)
     action = np.asarray(action).reshape(N, -1)
     columns: dict[str, np.ndarray] = {
         "step": np.arange(N, dtype=np.int64) if step is None else np.asarray(step),
+        "stream": np.zeros(N, np.int64) if stream is None else np.asarray(stream, np.int64),
         "reward": np.asarray(reward, dtype=np.float64),
         "is_first": np.asarray(is_first, dtype=bool),
         "is_last": np.asarray(is_last, dtype=bool),
@@ -227,6 +230,7 @@ def transitions_schema(
     """
     columns = {
         "step": _column("integer", _at_least(0), _increasing(strict=True)),
+        "stream": _column("integer", _at_least(0), required=False),
         "reward": _column("number", _finite()),
         "is_first": _column("boolean"),
         "is_last": _column("boolean"),
@@ -247,8 +251,13 @@ def transitions_schema(
         columns[name] = _column("number", _finite(), *bounds)
 
     def episode_starts(df: pd.DataFrame) -> pd.Series:
+        """Within each stream (env), the first row and every row after ``is_last`` start one."""
         is_first, is_last = _flag(df, "is_first"), _flag(df, "is_last")
-        must_start = np.concatenate([[True], is_last[:-1]])[: len(df)]
+        stream = df["stream"].to_numpy() if "stream" in df else np.zeros(len(df), np.int64)
+        must_start = np.ones(len(df), bool)
+        for s in np.unique(stream):
+            rows = np.flatnonzero(stream == s)
+            must_start[rows[1:]] = is_last[rows[:-1]]
         return pd.Series(~must_start | is_first, index=df.index)
 
     def terminal_is_last(df: pd.DataFrame) -> pd.Series:
@@ -261,7 +270,8 @@ def transitions_schema(
 
     checks = [
         _frame_check(
-            "is_first", "is false at an episode start (row 0 or after is_last)", episode_starts
+            "is_first", "is false at an episode start (an env's first row or after its is_last)",
+            episode_starts
         ),
         _frame_check("is_terminal", "is true where is_last is false", terminal_is_last),
     ]

@@ -22,4 +22,5 @@ def transitions_frame(replay: ReplayBuffer) -> pd.DataFrame:
     arrays = replay.arrays()
     return schemas.transitions_frame(
         arrays["reward"], arrays["is_first"], arrays["is_last"], arrays["is_terminal"],
-        arrays["action"], {key: arrays[f"obs/{key}"] for key in replay.spec.vector_keys})
+        arrays["action"], {key: arrays[f"obs/{key}"] for key in replay.spec.vector_keys},
+        stream=arrays["stream"])

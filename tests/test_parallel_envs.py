@@ -5,6 +5,7 @@ from __future__ import annotations
 import gymnasium
 import numpy as np
 import pytest
+import torch
 from gymnasium import spaces
 
 from dreamer.config import EnvConfig
@@ -70,26 +71,31 @@ def test_windows_never_mix_envs_and_episodes_stay_in_order(pool):
             records.extend(collector.step(policy))
         collector.flush()
     data = replay.arrays()
-    obs = data["obs/vector"]
+    obs, stream = data["obs/vector"], data["stream"]
     started = collector.episodes + int((~collector.needs_reset).sum())  # one reset step each
     assert len(data["is_first"]) == 300 + started
-    for run in _segments(data):
-        marker, t = obs[run, 0], obs[run, 1]
-        assert np.all(marker == marker[0]) and marker[0] in (10, 11, 12)  # one env per run
-        assert np.all(np.diff(t) == 1)  # consecutive steps of one episode
-        assert len(run) <= 4  # fragments of at most 4 steps
-        # a reset (t = 0) or a fragment continuing an episode: both start with zero action/reward
-        assert not data["action"][run[0]].any() and data["reward"][run[0]] == 0
+    # The ring holds runs of one env's steps (at most `fragment` long), tagged with its stream.
+    for run in np.split(np.arange(len(stream)), np.flatnonzero(np.diff(stream)) + 1):
+        assert len(run) <= 4 and np.all(obs[run, 0] == 10 + stream[run[0]])
+    # Each env's stream, read in order, is its whole history, unaltered: t counts up within an
+    # episode and restarts only at a real reset; no step is turned into a reset, no reward lost.
+    for i in range(3):
+        mine = np.flatnonzero(stream == i)
+        t, first = obs[mine, 1], data["is_first"][mine]
+        assert np.array_equal(first, t == 0)
+        assert np.all(np.diff(t)[~first[1:]] == 1)
+    assert np.array_equal(data["reward"], obs[:, 1])  # reward at step t is t (0 at resets)
+    assert not data["action"][data["is_first"]].any()
     # Every finished episode is in the replay once, whole: lengths and returns match.
     ends = np.flatnonzero(data["is_last"])
     assert len(ends) == len(records) == collector.episodes
     assert sorted(int(obs[i, 1]) for i in ends) == sorted(r.length for r in records)
     assert sorted(r.score for r in records) == sorted(
-        float(obs[i, 1] * (obs[i, 1] + 1) / 2) for i in ends)  # reward at step t is t
-    # Rewards stored: all but those at the first step of a continuation fragment.
-    continuation = data["is_first"] & (obs[:, 1] > 0)
-    assert continuation.any()
-    assert np.array_equal(data["reward"][~data["is_first"]], obs[~data["is_first"], 1])
+        float(obs[i, 1] * (obs[i, 1] + 1) / 2) for i in ends)
+    # Sampled windows stay inside one stream.
+    batch = replay.sample(200, 3, np.random.default_rng(0))
+    marker = batch.obs["vector"][..., 0]
+    assert torch.all(marker == marker[:, :1])
 
 
 def test_subprocess_pool_matches_local_pool_step_for_step():

@@ -81,7 +81,7 @@ def test_arrays_are_in_insertion_order(spec):
     _fill(buffer, 0, 137)
     arrays = buffer.arrays()
     assert set(arrays) == {"obs/counter", "obs/image", "action", "reward", "is_first", "is_last",
-                           "is_terminal"}
+                           "is_terminal", "stream"}
     np.testing.assert_array_equal(arrays["obs/counter"][:, 0], np.arange(87, 137))
     assert arrays["obs/image"].shape == (50, 4, 4, 1)
 
@@ -152,8 +152,8 @@ def test_batch_to_device_and_memory_size(spec):
     batch = buffer.sample(2, 3, np.random.default_rng(0))
     moved = batch.to("cpu")
     assert isinstance(moved, Batch) and torch.equal(moved.obs["image"], batch.obs["image"])
-    # counter 4 + image 16 + action 8 + reward 4 + three flags 3
-    assert buffer.bytes_per_step == 35 and buffer.nbytes == 350
+    # counter 4 + image 16 + action 8 + reward 4 + three flags 3 + stream 2
+    assert buffer.bytes_per_step == 37 and buffer.nbytes == 370
 
 
 # --- persistence ----------------------------------------------------------------------------------
@@ -190,7 +190,7 @@ def test_save_writes_chunks_and_meta(spec, tmp_path):
     names = sorted(path.name for path in tmp_path.iterdir())
     assert names == ["chunk_000000.npz", "chunk_000001.npz", "meta.json"]
     meta = json.loads((tmp_path / "meta.json").read_text())
-    assert meta["format_version"] == 1 and meta["total_steps"] == 20 and meta["cursor"] == 20
+    assert meta["format_version"] == 2 and meta["total_steps"] == 20 and meta["cursor"] == 20
     assert meta["capacity"] == 50 and meta["chunk_size"] == 16 and meta["size"] == 20
     assert EnvSpec.from_dict(meta["spec"]) == spec
     with np.load(tmp_path / "chunk_000001.npz") as chunk:  # readable by plain numpy
