@@ -63,6 +63,7 @@ from dreamer.envs import EnvSpec
 
 FORMAT_VERSION = 2  # 2: the stream of each step
 _FLAGS = ("is_first", "is_last", "is_terminal")
+_REDRAWS = 20  # rejection rounds for windows inside one stream (ReplayBuffer.sample_index)
 _CHUNK_PATTERN = "chunk_{:06d}.npz"
 
 
@@ -286,23 +287,33 @@ class ReplayBuffer:
             )
         # Uniform over the windows inside one stream, by rejection: a drawn window that spans a
         # change of stream is drawn again (none with one env; about T / run length with several).
+        # Where runs are still shorter than T (right after a short warm-up with several envs) a
+        # window keeps its last draw and :meth:`gather` splits it at the seam like two episodes.
         index = np.empty((batch_size, length), np.int64)
         todo = np.arange(batch_size)
-        for _ in range(100):
+        for _ in range(_REDRAWS):
             starts = rng.integers(0, self._size - length + 1, size=len(todo))  # logical
             logical = starts[:, None] + np.arange(length)[None, :]  # (n, T)
             index[todo] = (self._oldest() + logical) % self.capacity  # physical
             stream = self._data["stream"][index[todo]]
             todo = todo[(stream != stream[:, :1]).any(1)]
             if not len(todo):
-                return index  # (B, T)
-        raise ValueError(f"replay.sample: found no window of {length} steps inside one env's "
-                         f"stream (runs of steps from one env are shorter)")
+                break
+        return index  # (B, T)
 
     def gather(self, index: np.ndarray, pin_memory: bool = False) -> Batch:
-        """The steps at physical ``index (B, T)`` as a :class:`Batch`, ``is_first[:, 0]`` True."""
+        """The steps at physical ``index (B, T)`` as a :class:`Batch`, ``is_first[:, 0]`` True.
+
+        A window that crosses from one env's stream into another's (only when no window fits
+        inside one stream) reads as two episodes: ``is_last`` before the seam, ``is_first`` after.
+        """
         is_first = self._data["is_first"][index]  # (B, T), a copy
         is_first[:, 0] = True
+        is_last = self._data["is_last"][index]
+        stream = self._data["stream"][index]
+        seam = stream[:, 1:] != stream[:, :-1]  # (B, T − 1)
+        is_first[:, 1:] |= seam
+        is_last[:, :-1] |= seam
 
         def tensor(array: np.ndarray) -> torch.Tensor:
             t = torch.from_numpy(array)
@@ -313,7 +324,7 @@ class ReplayBuffer:
             action=tensor(self._data["action"][index]),
             reward=tensor(self._data["reward"][index]),
             is_first=tensor(is_first),
-            is_last=tensor(self._data["is_last"][index]),
+            is_last=tensor(is_last),
             is_terminal=tensor(self._data["is_terminal"][index]),
         )
 

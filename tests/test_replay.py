@@ -386,3 +386,19 @@ def test_from_step_drops_the_context_step(spec):
     assert window.reward.shape == (4, 5)
     assert np.array_equal(_counters(window), _counters(batch)[:, 1:])
     assert torch.equal(window.is_first, batch.is_first[:, 1:])  # stored flags, nothing forced
+
+
+def test_windows_stay_in_one_stream_and_a_forced_crossing_reads_as_two_episodes(spec):
+    buffer = ReplayBuffer(spec, capacity=100)
+    obs = {"counter": np.zeros(1, np.float32), "image": np.zeros((4, 4, 1), np.uint8)}
+    for stream, count in ((0, 8), (1, 8), (0, 3)):  # runs of two envs, mid-episode
+        for g in range(count):
+            buffer.add({**obs, "counter": np.array([stream], np.float32)}, np.ones(2), 1.0,
+                       False, False, False, stream=stream)
+    inside = buffer.sample(64, 5, np.random.default_rng(0))  # fits inside the runs of 8
+    assert torch.all(inside.obs["counter"] == inside.obs["counter"][:, :1])
+    assert not inside.is_first[:, 1:].any() and not inside.is_last.any()
+    crossing = buffer.sample(64, 12, np.random.default_rng(0))  # longer than any run
+    seam = crossing.obs["counter"][:, 1:, 0] != crossing.obs["counter"][:, :-1, 0]
+    assert seam.any()
+    assert torch.equal(crossing.is_first[:, 1:], seam) and torch.equal(crossing.is_last[:, :-1], seam)
