@@ -1,67 +1,49 @@
-"""Typed, validated configuration: ``params.yaml`` loaded once into frozen dataclasses.
+"""Typed, validated configuration: ``params.yaml`` loaded once into frozen pydantic models.
 
-Every ``params.yaml`` block has a dataclass whose field names are the YAML keys. ``load_config``
+Every ``params.yaml`` block has a model whose field names are the YAML keys. ``load_config``
 rejects unknown keys, wrong types and out-of-range values with one line naming the key, e.g.
-``training.lr: expected a positive float, got '1e-3'``. Attribute access (``cfg.training.lr``) is
-what the user's roadmap asks for; frozen objects mean nothing mutates config after loading.
+``training.lr: expected a positive float, got '1e-3'``. Types are strict (a string is not a
+number, a boolean not an integer); only an integer may stand for a float. Attribute access
+(``cfg.training.lr``) is what the user's roadmap asks for; frozen objects mean nothing mutates
+config after loading.
 
 Model sizes are presets (``model.size``) whose widths can each be overridden key by key.
 Environment presets (the ``presets`` block, keyed by gymnasium id) hold the settings a task needs
 beyond the defaults; the one named by ``env.id`` is merged over the file's top-level values, so
-``dvc exp run -S env.id=CartPole-v1`` picks up CartPole's settings by itself.
+``dvc exp run -S env.id=CartPole-v1`` picks up CartPole's settings by itself. A top-level value
+that the preset would silently replace is refused instead (see :func:`apply_env_preset`).
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import json
 import math
-import types
-import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, get_args, get_origin
 
 import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
 
+from .errors import ConfigError
 
-class ConfigError(ValueError):
-    """A params file or dict that does not describe a valid configuration."""
-
-
-# --- checks attached to fields through ``metadata={"check": ...}`` -------------------------------
-def _positive(x):
-    return x > 0
-
-
-def _non_negative(x):
-    return x >= 0
-
-
-def _unit_open(x):  # (0, 1)
-    return 0 < x < 1
-
-
-def _unit_closed(x):  # [0, 1]
-    return 0 <= x <= 1
-
-
-_CHECK_WORDS = {  # how an error names the expectation, e.g. "a positive float"
-    _positive: "a positive {}",
-    _non_negative: "a non-negative {}",
-    _unit_open: "a {} in (0, 1)",
-    _unit_closed: "a {} in [0, 1]",
-}
-
-
-def _f(default, check=None, **kw):
-    """A dataclass field with an optional range check (see ``_CHECK_WORDS``)."""
-    if isinstance(default, dict):
-        return field(default_factory=lambda: dict(default), metadata={"check": check}, **kw)
-    return field(default=default, metadata={"check": check}, **kw)
-
+# Range-checked numbers. The description is what an error says the key expects.
+PositiveInt = Annotated[int, Field(gt=0, description="a positive integer")]
+NonNegativeInt = Annotated[int, Field(ge=0, description="a non-negative integer")]
+PositiveFloat = Annotated[float, Field(gt=0, description="a positive float")]
+NonNegativeFloat = Annotated[float, Field(ge=0, description="a non-negative float")]
+OpenUnitFloat = Annotated[float, Field(gt=0, lt=1, description="a float in (0, 1)")]
+ClosedUnitFloat = Annotated[float, Field(ge=0, le=1, description="a float in [0, 1]")]
 
 # --- model size presets ---------------------------------------------------------------------------
 # deter: GRU width; hidden: width of the RSSM's input/prior/posterior layers; units: MLP width of
@@ -89,39 +71,74 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
 }
 
 
-@dataclass(frozen=True)
-class EnvConfig:
+class _Block(BaseModel):
+    """A mapping of ``params.yaml``: frozen, no unknown keys, no coercion but int → float.
+    Defaults are validated too, so a cross-check runs whichever of its keys is set."""
+
+    model_config = ConfigDict(
+        frozen=True, extra="forbid", strict=True, allow_inf_nan=False, validate_default=True
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_empty(cls, data: Any) -> Any:
+        return {} if data is None else data  # a YAML block whose keys are all commented out
+
+
+class EnvConfig(_Block):
     """Which gymnasium environment and how to wrap it."""
 
     id: str = "Pendulum-v1"
-    kwargs: dict = _f({})  # passed to gymnasium.make(id, **kwargs)
-    action_repeat: int = _f(1, _positive)
-    image_size: int = _f(64, _positive)  # image observations are resized to image_size²
-    num_envs: int = _f(1, _positive)  # parallel environments for collection
+    kwargs: dict = {}  # passed to gymnasium.make(id, **kwargs)
+    action_repeat: PositiveInt = 1
+    image_size: PositiveInt = 64  # image observations are resized to image_size²
+    num_envs: PositiveInt = 1  # parallel environments for collection
 
 
-@dataclass(frozen=True)
-class WarmupConfig:
+class WarmupConfig(_Block):
     """Random-policy collection that fills the replay buffer before training."""
 
-    steps: int = _f(1000, _positive)
+    steps: PositiveInt = 1000
 
 
-@dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(_Block):
     """Network widths. ``size`` names a preset; any width set here overrides the preset's."""
 
     size: str = "size1m"
-    deter: Optional[int] = _f(None, _positive)
-    hidden: Optional[int] = _f(None, _positive)
-    units: Optional[int] = _f(None, _positive)
-    stoch: Optional[int] = _f(None, _positive)
-    classes: Optional[int] = _f(None, _positive)
-    depth: Optional[int] = _f(None, _positive)
-    blocks: Optional[int] = _f(None, _positive)
-    layers: Optional[int] = _f(None, _positive)
-    reward_bins: int = _f(255, _positive)
-    unimix: float = _f(0.01, _unit_closed)
+    deter: PositiveInt  # the widths left unset (or null) are the size preset's
+    hidden: PositiveInt
+    units: PositiveInt
+    stoch: PositiveInt
+    classes: PositiveInt
+    depth: PositiveInt
+    blocks: PositiveInt
+    layers: PositiveInt
+    reward_bins: PositiveInt = 255
+    unimix: ClosedUnitFloat = 0.01
+
+    @model_validator(mode="before")
+    @classmethod
+    def _widths_from_size(cls, data: Any) -> Any:
+        data = {} if data is None else data  # runs before _Block's validator
+        if not isinstance(data, dict):
+            return data
+        preset = MODEL_PRESETS.get(data.get("size", cls.model_fields["size"].default), {})
+        return {**data, **{k: v for k, v in preset.items() if data.get(k) is None}}
+
+    @field_validator("size")
+    @classmethod
+    def _known_size(cls, size: str) -> str:
+        if size not in MODEL_PRESETS:
+            raise ValueError(f"unknown size {size!r} (known: {', '.join(MODEL_PRESETS)})")
+        return size
+
+    @field_validator("blocks")
+    @classmethod
+    def _blocks_divide_deter(cls, blocks: int, info: ValidationInfo) -> int:
+        deter = info.data.get("deter")
+        if deter and deter % blocks:
+            raise ValueError(f"{blocks} must divide model.deter ({deter})")
+        return blocks
 
     @property
     def feature_dim(self) -> int:
@@ -129,58 +146,82 @@ class ModelConfig:
         return self.deter + self.stoch * self.classes
 
 
-@dataclass(frozen=True)
-class WorldModelConfig:
+_LOSS_SCALES = dict(
+    reconstruction=1.0, reward=1.0, continuation=1.0, kl_dynamics=1.0, kl_representation=0.1
+)
+
+
+class WorldModelConfig(_Block):
     """World-model losses (DESIGN §4): KL balancing with free nats, scaled loss terms."""
 
-    free_nats: float = _f(1.0, _non_negative)
-    loss_scales: dict = _f(
-        dict(reconstruction=1.0, reward=1.0, continuation=1.0, kl_dynamics=1.0,
-             kl_representation=0.1)
-    )
+    free_nats: NonNegativeFloat = 1.0
+    loss_scales: dict[str, NonNegativeFloat] = _LOSS_SCALES  # one per loss term, no more
+
+    @field_validator("loss_scales")
+    @classmethod
+    def _one_scale_per_term(cls, scales: dict[str, float]) -> dict[str, float]:
+        if set(scales) != set(_LOSS_SCALES):
+            raise ValueError(
+                f"expected exactly the keys {', '.join(_LOSS_SCALES)}, got {', '.join(scales)}"
+            )
+        return scales
 
 
-@dataclass(frozen=True)
-class BehaviorConfig:
+class BehaviorConfig(_Block):
     """Actor-critic learned in imagination."""
 
-    horizon: int = _f(15, _positive)
-    discount_horizon: float = _f(333.0, _positive)  # γ = 1 − 1/discount_horizon ≈ 0.997
-    return_lambda: float = _f(0.95, _unit_closed)
-    entropy: float = _f(3.0e-4, _non_negative)
+    horizon: PositiveInt = 15
+    discount_horizon: PositiveFloat = 333.0  # γ = 1 − 1/discount_horizon ≈ 0.997
+    return_lambda: ClosedUnitFloat = 0.95
+    entropy: NonNegativeFloat = 3.0e-4
     actor_gradient: Literal["reinforce", "dynamics"] = "reinforce"
-    min_std: float = _f(0.1, _positive)
-    max_std: float = _f(1.0, _positive)
-    slow_critic_rate: float = _f(0.02, _unit_closed)
-    slow_critic_scale: float = _f(1.0, _non_negative)
-    return_norm_rate: float = _f(0.01, _unit_closed)
-    return_norm_low: float = _f(0.05, _unit_open)
-    return_norm_high: float = _f(0.95, _unit_open)
+    min_std: PositiveFloat = 0.1
+    max_std: PositiveFloat = 1.0
+    slow_critic_rate: ClosedUnitFloat = 0.02
+    slow_critic_scale: NonNegativeFloat = 1.0
+    return_norm_rate: ClosedUnitFloat = 0.01
+    return_norm_low: OpenUnitFloat = 0.05
+    return_norm_high: OpenUnitFloat = 0.95
     # The critic also learns on the replayed window (official repval_loss, scale 0.3); 0: off.
-    replay_value_scale: float = _f(0.3, _non_negative)
+    replay_value_scale: NonNegativeFloat = 0.3
+
+    @field_validator("max_std")
+    @classmethod
+    def _max_std_not_below_min(cls, max_std: float, info: ValidationInfo) -> float:
+        if max_std < info.data.get("min_std", 0):
+            raise ValueError(f"{max_std} is below behavior.min_std ({info.data['min_std']})")
+        return max_std
+
+    @field_validator("return_norm_high")
+    @classmethod
+    def _high_above_low(cls, high: float, info: ValidationInfo) -> float:
+        if high <= info.data.get("return_norm_low", 0):
+            raise ValueError(f"{high} must be above behavior.return_norm_low")
+        return high
 
     @property
     def gamma(self) -> float:
         return 1.0 - 1.0 / self.discount_horizon
 
 
-@dataclass(frozen=True)
-class TrainingConfig:
+class TrainingConfig(_Block):
     """Interaction loop and optimisation."""
 
-    env_steps: int = _f(20000, _positive)  # total env steps, warm-up included
-    train_ratio: float = _f(512.0, _positive)  # replayed steps per agent step (official meaning)
-    batch_size: int = _f(16, _positive)
-    batch_length: int = _f(64, _positive)
-    lr: float = _f(4.0e-5, _positive)
+    # env_steps and train_ratio default to params.yaml's top-level values: presets may replace a
+    # top-level value only while it equals its default (apply_env_preset).
+    env_steps: PositiveInt = 12000  # total env steps, warm-up included
+    train_ratio: PositiveFloat = 256.0  # replayed steps per agent step (official meaning)
+    batch_size: PositiveInt = 16
+    batch_length: Annotated[int, Field(ge=2, description="an integer of at least 2")] = 64
+    lr: PositiveFloat = 4.0e-5
     optimizer: Literal["laprop", "adam"] = "laprop"
-    lr_warmup: int = _f(1000, _non_negative)  # gradient steps of linear lr warm-up
-    agc: float = _f(0.3, _positive)  # adaptive gradient clipping (laprop)
-    replay_capacity: int = _f(1_000_000, _positive)
+    lr_warmup: NonNegativeInt = 1000  # gradient steps of linear lr warm-up
+    agc: PositiveFloat = 0.3  # adaptive gradient clipping (laprop)
+    replay_capacity: PositiveInt = 1_000_000
     # Windows start from the latent state stored for their first step (official replay_context 1)
     replay_context: bool = True
-    log_every: int = _f(1000, _positive)  # env steps between metric rows
-    checkpoint_every: int = _f(5000, _positive)  # env steps between checkpoints
+    log_every: PositiveInt = 1000  # env steps between metric rows
+    checkpoint_every: PositiveInt = 5000  # env steps between checkpoints
 
     @property
     def updates_per_agent_step(self) -> float:
@@ -189,39 +230,36 @@ class TrainingConfig:
         return self.train_ratio / (self.batch_size * self.batch_length)
 
 
-@dataclass(frozen=True)
-class EvaluateConfig:
-    episodes: int = _f(10, _positive)
+class EvaluateConfig(_Block):
+    episodes: PositiveInt = 10
     video: bool = True
 
 
-@dataclass(frozen=True)
-class MlflowConfig:
+class MlflowConfig(_Block):
     experiment: str = "dreamerv3"
     tracking_uri: str = ""  # empty: the embedded store in the project (MLFLOW_TRACKING_URI wins)
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(_Block):
     """The whole ``params.yaml``."""
 
-    seed: int = _f(0, _non_negative)
+    seed: NonNegativeInt = 0
     device: Literal["cpu", "cuda", "auto"] = "auto"
-    threads: int = _f(2, _positive)
+    threads: PositiveInt = 2
     # matmuls in bfloat16 where the hardware does them natively (auto), or always/never
     precision: Literal["auto", "bfloat16", "float32"] = "auto"
     compile: bool = True  # torch.compile the update and the policy step (training only)
-    env: EnvConfig = field(default_factory=EnvConfig)
-    warmup: WarmupConfig = field(default_factory=WarmupConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    world_model: WorldModelConfig = field(default_factory=WorldModelConfig)
-    behavior: BehaviorConfig = field(default_factory=BehaviorConfig)
-    training: TrainingConfig = field(default_factory=TrainingConfig)
-    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
-    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    env: EnvConfig = EnvConfig()
+    warmup: WarmupConfig = WarmupConfig()
+    model: ModelConfig = ModelConfig()
+    world_model: WorldModelConfig = WorldModelConfig()
+    behavior: BehaviorConfig = BehaviorConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    mlflow: MlflowConfig = MlflowConfig()
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        return self.model_dump()
 
     def flat(self) -> dict[str, Any]:
         """Flattened ``{"training.lr": 4e-05, ...}``, for MLflow params."""
@@ -236,6 +274,9 @@ class Config:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+_DEFAULTS = Config().to_dict()
+
+
 def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
     out = {}
     for key, value in data.items():
@@ -248,113 +289,46 @@ def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
 
 
 # --- parsing --------------------------------------------------------------------------------------
-def _describe(tp) -> str:
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
-    if origin in (typing.Union, types.UnionType):
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _describe(inner[0]) + " or null"
-    return {int: "an integer", float: "a float", str: "a string", bool: "a boolean",
-            dict: "a mapping"}.get(tp, str(tp))
+def _validate(data: Any, prefix: str = "") -> Config:
+    """``Config`` from ``data``; pydantic's first error becomes one line naming the dotted key."""
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+    loc, kind = error["loc"], error["type"]
+    key = prefix + ".".join(map(str, loc))
+    if kind == "extra_forbidden":
+        known = _type_and_field(loc[:-1])[0].model_fields
+        raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(known))})")
+    if kind == "value_error":  # raised by one of the validators above
+        raise ConfigError(f"{key}: {error['ctx']['error']}")
+    expected = "a finite float" if kind == "finite_number" else _expected(*_type_and_field(loc))
+    raise ConfigError(f"{key}: expected {expected}, got {error['input']!r}")
 
 
-def _coerce(value, tp, key: str):
-    """Check ``value`` against the annotation ``tp``; ints are accepted where floats are."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None:
-            return None
-        inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _coerce(value, inner[0], key)
-    if origin is Literal:
-        if value in typing.get_args(tp):
-            return value
-        raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
-    ok = {
-        bool: isinstance(value, bool),
-        int: isinstance(value, int) and not isinstance(value, bool),
-        float: isinstance(value, (int, float)) and not isinstance(value, bool),
-        str: isinstance(value, str),
-        dict: isinstance(value, dict),
-    }.get(tp)
-    if ok is None:
-        raise TypeError(f"unsupported config annotation {tp} for {key}")
-    if not ok:
-        raise ConfigError(f"{key}: expected {_describe(tp)}, got {value!r}")
-    if tp is float:
-        value = float(value)
-        if not math.isfinite(value):
-            raise ConfigError(f"{key}: expected a finite float, got {value!r}")
-    return value
+def _type_and_field(loc: tuple) -> tuple[Any, FieldInfo | None]:
+    """The annotation and field of the key at ``loc`` (``("training", "lr")``) below Config."""
+    tp, field = Config, None
+    for key in loc:
+        if get_origin(tp) is dict:  # a mapping's value: Annotated[type, Field(...)]
+            tp, field = get_args(get_args(tp)[1])
+        else:
+            field = tp.model_fields[key]
+            tp = field.annotation
+    return tp, field
 
 
-def _build(cls, data: Any, prefix: str):
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(f"{prefix.rstrip('.') or 'params'}: expected a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        where = f"{prefix}{unknown[0]}"
-        raise ConfigError(f"{where}: unknown key (known: {', '.join(sorted(names))})")
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        key = f"{prefix}{f.name}"
-        tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            kwargs[f.name] = _build(tp, data.get(f.name), key + ".")
-            continue
-        if f.name not in data:
-            continue
-        value = _coerce(data[f.name], tp, key)
-        check = f.metadata.get("check")
-        if check is not None and value is not None and not check(value):
-            raise ConfigError(
-                f"{key}: expected {_CHECK_WORDS[check].format(_describe(tp).split()[-1])}, "
-                f"got {data[f.name]!r}"
-            )
-        kwargs[f.name] = value
-    return cls(**kwargs)
-
-
-def _resolve_model(model: ModelConfig) -> ModelConfig:
-    if model.size not in MODEL_PRESETS:
-        raise ConfigError(
-            f"model.size: unknown size {model.size!r} (known: {', '.join(MODEL_PRESETS)})"
-        )
-    preset = MODEL_PRESETS[model.size]
-    filled = {k: v for k, v in preset.items() if getattr(model, k) is None}
-    model = dataclasses.replace(model, **filled)
-    if model.deter % model.blocks:
-        raise ConfigError(
-            f"model.blocks: {model.blocks} must divide model.deter ({model.deter})"
-        )
-    return model
-
-
-def _cross_checks(cfg: Config) -> None:
-    b = cfg.behavior
-    if b.min_std > b.max_std:
-        raise ConfigError(f"behavior.min_std: {b.min_std} is above behavior.max_std {b.max_std}")
-    if b.return_norm_low >= b.return_norm_high:
-        raise ConfigError("behavior.return_norm_low: must be below behavior.return_norm_high")
-    default_scales = set(WorldModelConfig().loss_scales)
-    scales = cfg.world_model.loss_scales
-    if set(scales) != default_scales:
-        extra = sorted(set(scales) ^ default_scales)[0]
-        raise ConfigError(
-            f"world_model.loss_scales.{extra}: loss scale keys must be exactly "
-            f"{', '.join(sorted(default_scales))}"
-        )
-    for name, value in scales.items():
-        _coerce(value, float, f"world_model.loss_scales.{name}")
-        if value < 0:
-            raise ConfigError(f"world_model.loss_scales.{name}: expected a non-negative float")
-    if cfg.training.batch_length < 2:
-        raise ConfigError("training.batch_length: expected at least 2")
+def _expected(tp: Any, field: FieldInfo | None) -> str:
+    """What a key takes, in words: "a positive float", "one of 'cpu', 'cuda', 'auto'"."""
+    if field is not None and field.description:
+        return field.description
+    base = get_origin(tp) or tp
+    if base is Literal:
+        return "one of " + ", ".join(map(repr, get_args(tp)))
+    if issubclass(base, BaseModel):
+        return "a mapping"
+    return {int: "an integer", float: "a float", bool: "a boolean", str: "a string",
+            dict: "a mapping"}[base]
 
 
 def _merge(base: dict, changes: dict) -> dict:
@@ -368,12 +342,29 @@ def _merge(base: dict, changes: dict) -> dict:
     return out
 
 
+def _refuse_overridden(data: dict, preset: dict, where: str, defaults: dict, key: str = ""):
+    """Raise if ``preset`` (at ``where``) would replace a value of ``data`` that differs from both
+    its default and the preset's, i.e. one the user chose. Recursion as in :func:`_merge`."""
+    for name, value in preset.items():
+        mine, dotted = data.get(name), f"{key}{name}"
+        if isinstance(value, dict) and isinstance(mine, dict) and name != "kwargs":
+            _refuse_overridden(mine, value, where, defaults.get(name, {}), dotted + ".")
+        elif mine is not None and mine != value and mine != defaults.get(name):
+            raise ConfigError(
+                f"{dotted}: {mine!r} is overridden by {where}.{dotted} ({value!r}); "
+                "set that key instead"
+            )
+
+
 def apply_env_preset(data: dict) -> dict:
     """Validate every entry of ``data["presets"]`` and merge the one for ``env.id`` into ``data``.
 
     A preset is a partial params file (``{"training": {"train_ratio": 128.0}}``); its keys and
-    values are checked like the top level's, with errors naming ``presets.<id>.<key>``. Preset
-    values win over the top-level ones: to change one, change it inside the preset.
+    values are checked like the top level's, with errors naming ``presets.<id>.<key>``. A preset
+    value replaces the top-level value only where that is unset or at its default; a top-level
+    value that differs from both is refused with the preset key to set instead, since
+    ``dvc exp run -S env.id=CarRacing-v3 -S training.env_steps=300`` silently ran the preset's
+    12,000 steps. (A top-level value equal to its default reads as unset: the preset's wins.)
 
     A namespaced id ``ns/name`` (``dm_control/cartpole-balance-v0``) has its preset nested under
     ``presets.ns.name``, since ``dvc exp run -S`` cannot address a key containing ``/``.
@@ -383,25 +374,27 @@ def apply_env_preset(data: dict) -> dict:
     if not isinstance(presets, dict):
         raise ConfigError(f"presets: expected a mapping from env id to settings, got {presets!r}")
     entries = _preset_entries(presets)
-    for env_id, (where, preset) in entries.items():
+    for where, preset in entries.values():
         if not isinstance(preset, dict):
             raise ConfigError(f"{where}: expected a mapping, got {preset!r}")
+        _validate(preset, where + ".")  # keys, types and ranges, named inside the preset
         if "id" in (preset.get("env") or {}):
             raise ConfigError(f"{where}.env.id: a preset cannot change the env id")
-        _build(Config, preset, where + ".")  # keys, types and ranges, named inside the preset
     env = data.get("env")
-    env_id = env.get("id", EnvConfig.id) if isinstance(env, dict) else EnvConfig.id
-    _, preset = entries.get(env_id, (None, None))
-    return _merge(data, preset) if preset else data
+    env_id = (env if isinstance(env, dict) else {}).get("id", _DEFAULTS["env"]["id"])
+    if env_id not in entries:
+        return data
+    where, preset = entries[env_id]
+    _refuse_overridden(data, preset, where, _DEFAULTS)
+    return _merge(data, preset)
 
 
 def _preset_entries(presets: dict) -> dict[str, tuple[str, Any]]:
     """``{env id: (dotted key, preset)}``. A block whose keys are not params sections (``env``,
     ``training``, …) but whose entries have them is a namespace: the presets of ``<key>/<name>``."""
-    sections = {f.name for f in dataclasses.fields(Config)}
 
     def is_preset(value) -> bool:
-        return isinstance(value, dict) and bool(sections & set(value))
+        return isinstance(value, dict) and bool(set(Config.model_fields) & set(value))
 
     entries = {}
     for key, value in presets.items():
@@ -420,12 +413,26 @@ def config_from_dict(data: dict) -> Config:
     The env preset for ``env.id`` (``presets`` block) is applied first; the resulting config
     holds the merged values only.
     """
-    cfg = _build(Config, apply_env_preset(data), "")
-    cfg = dataclasses.replace(cfg, model=_resolve_model(cfg.model))
-    _cross_checks(cfg)
-    loss_scales = {k: float(v) for k, v in cfg.world_model.loss_scales.items()}
-    world_model = dataclasses.replace(cfg.world_model, loss_scales=loss_scales)
-    return dataclasses.replace(cfg, world_model=world_model)
+    cfg = _validate(apply_env_preset(data))
+    _check_budget(cfg)
+    return cfg
+
+
+def _check_budget(cfg: Config) -> None:
+    """Refuse a budget that leaves no room for one gradient step after the warm-up, before any
+    env is stepped: the warm-up collects whole rounds of ``num_envs`` agent steps, training then
+    owes ``updates_per_agent_step`` per agent step."""
+    t, env = cfg.training, cfg.env
+    frames_per_round = env.num_envs * env.action_repeat
+    warmup_frames = math.ceil(cfg.warmup.steps / frames_per_round) * frames_per_round
+    rounds = math.ceil(1 / (env.num_envs * t.updates_per_agent_step) - 1e-9)
+    minimum = warmup_frames + rounds * frames_per_round
+    if t.env_steps < minimum:
+        raise ConfigError(
+            f"training.env_steps: {t.env_steps} leaves no gradient step after warmup.steps "
+            f"{cfg.warmup.steps} at train_ratio {t.train_ratio:g} (batch_size x batch_length "
+            f"{t.batch_size * t.batch_length}, {env.num_envs} envs, action_repeat "
+            f"{env.action_repeat}); set at least {minimum}")
 
 
 def load_config(path: str | Path, changes: dict[str, Any] | None = None) -> Config:
@@ -465,14 +472,14 @@ def _set_dotted(data: dict, changes: dict[str, Any]) -> dict:
 
 
 def override(cfg: Config, **changes: Any) -> Config:
-    """A copy of ``cfg`` with dotted keys changed, validated again: ``override(cfg, **{"training.lr": 1e-4})``.
+    """A copy of ``cfg`` with dotted keys changed and validated again:
+    ``override(cfg, **{"training.lr": 1e-4})``.
 
     ``cfg`` is already resolved, so env presets are not applied again (changing ``env.id`` here
     keeps every other value); use ``load_config(path, changes)`` to get a preset's settings.
     """
     data = cfg.to_dict()
-    # Presets must re-resolve: drop widths that came from the old preset unless overridden.
-    if "model.size" in changes:
-        for k in MODEL_PRESETS["debug"]:
-            data["model"][k] = None
+    if "model.size" in changes:  # widths that came from the old size follow the new one
+        for width in MODEL_PRESETS["debug"]:
+            del data["model"][width]
     return config_from_dict(_set_dotted(data, changes))
