@@ -1,12 +1,14 @@
 """pandera schemas for the tables the stages read and write (DESIGN §6).
 
-Every ``validate_*`` returns its DataFrame unchanged or raises :class:`DataValidationError` whose
+Every ``validate_*`` returns the validated DataFrame or raises :class:`DataValidationError` whose
 message is one line naming the source, the column and the first bad rows, e.g.
 ``metrics/train/losses.csv: column 'loss/reward' has non-finite values at rows [3, 7]``.
 Rows are the DataFrame's index labels (0-based data rows for a CSV read with pandas).
 
-Column dtypes are checked by kind (any integer width is an integer, ints are accepted where floats
-are), so tables built from numpy arrays and tables read back from CSV both pass.
+Columns have pandera dtypes (int64, float64, bool, str). A parser first casts what may arrive
+otherwise, and the frame comes back cast: any integer width to int64, integers and float32 to
+float64, a header-only CSV's empty object columns to the column's dtype. Nothing else is cast:
+pandera's ``coerce=True`` would also take ``"1.5"`` and ``True`` as numbers, 0.5 as the integer 0.
 
 Tables:
 - transitions (:func:`transitions_schema`, built from the replay buffer with
@@ -31,11 +33,13 @@ import pandas as pd
 import pandera.pandas as pa
 from pandera.errors import SchemaError, SchemaErrorReason, SchemaErrors
 
+from dreamer.errors import UserError
+
 _SHOW_ROWS = 5  # bad rows named in a message
 _TOLERANCE = 1e-6  # slack on bounds, for float32 round-off
 
 
-class DataValidationError(ValueError):
+class DataValidationError(UserError, ValueError):
     """A table that breaks its schema; ``str()`` is one readable line.
 
     Attributes:
@@ -49,85 +53,54 @@ class DataValidationError(ValueError):
         self.failure_cases = failure_cases
 
 
-# --- checks ---------------------------------------------------------------------------------------
-# Checks get the whole column (vectorised) and return a boolean Series or a bool. Value checks
-# pass columns of the wrong kind, so that only the kind check reports them. ``ignore_na=False``:
-# a NaN is a value to judge (as non-finite), not something to drop before checking.
-def _is_kind(series: pd.Series, kind: str) -> bool:
-    dtype = series.dtype
-    if len(series) == 0:
-        return True  # an empty CSV reads as object columns
-    if kind == "integer":
-        return pd.api.types.is_integer_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
-    if kind == "number":
-        return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
-    if kind == "numeric or boolean":
-        return pd.api.types.is_numeric_dtype(dtype)
-    if kind == "boolean":
-        return pd.api.types.is_bool_dtype(dtype)
-    if kind == "string":
-        return pd.api.types.is_string_dtype(dtype)
-    raise ValueError(f"unknown kind {kind!r}")
+# --- columns and checks ---------------------------------------------------------------------------
+# The kind a message names: (pandera dtype, numpy dtype kinds cast to that dtype before the check).
+_KINDS = {
+    "integer": ("int64", "iu"),
+    "number": ("float64", "iuf"),
+    "numeric or boolean": ("float64", "biuf"),
+    "boolean": ("bool", ""),
+    "string": ("str", ""),
+}
 
 
-def _kind(kind: str) -> pa.Check:
-    return pa.Check(lambda s: _is_kind(s, kind), name="kind", error=kind)
+def _column(kind: str, *checks: pa.Check, **kwargs) -> pa.Column:
+    """A column of ``kind``, cast first where compatible (module docstring); nullable, as the
+    checks judge NaN (as non-finite, say)."""
+    dtype, castable = _KINDS[kind]
 
+    def cast(series: pd.Series) -> pd.Series:
+        if len(series) and series.dtype.kind not in castable:
+            return series  # left for the dtype check to report
+        try:
+            return series.astype(dtype)
+        except (TypeError, ValueError):  # e.g. a nullable Int64 column holding <NA>
+            return series
 
-def _numeric(series: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(series.dtype)
-
-
-def _values(test: Callable[[np.ndarray], np.ndarray], error: str) -> pa.Check:
-    """A check of a numeric column's values; ``error`` completes "column 'x' …"."""
-
-    def check(series: pd.Series):
-        if not _numeric(series):
-            return True
-        return pd.Series(test(series.to_numpy(dtype=float)), index=series.index)
-
-    return pa.Check(check, error=error, ignore_na=False)
-
-
-def _finite() -> pa.Check:
-    return _values(np.isfinite, "has non-finite values")
-
-
-def _no_infinity() -> pa.Check:
-    return _values(lambda x: ~np.isinf(x), "has infinite values")
-
-
-def _at_least(low: float) -> pa.Check:
-    return _values(lambda x: ~(x < low), f"has values below {low:g}")
-
-
-def _above(low: float) -> pa.Check:
-    return _values(lambda x: ~(x <= low), f"has values <= {low:g}")
-
-
-def _within(low: float, high: float) -> pa.Check:
-    slack_low = _TOLERANCE * max(1.0, abs(low))
-    slack_high = _TOLERANCE * max(1.0, abs(high))
-    return _values(
-        lambda x: ~((x < low - slack_low) | (x > high + slack_high)),
-        f"has values outside [{low:g}, {high:g}]",
+    return pa.Column(
+        dtype, list(checks), parsers=pa.Parser(cast), nullable=True, metadata={"kind": kind},
+        **kwargs,
     )
 
 
-def _increasing(strict: bool) -> pa.Check:
-    def test(x: np.ndarray) -> np.ndarray:
-        step = np.diff(x, prepend=-np.inf)
-        return step > 0 if strict else step >= 0
-
-    return _values(test, "is not strictly increasing" if strict else "decreases")
-
-
-def _zero_or_one() -> pa.Check:
-    return _values(lambda x: (x == 0) | (x == 1), "has values other than 0 and 1")
+_FINITE = pa.Check(np.isfinite, ignore_na=False, error="has non-finite values")
+_NON_NEGATIVE = pa.Check.ge(0, error="has values below 0")
+_NOT_INFINITE = pa.Check(lambda s: ~np.isinf(s), error="has infinite values")
+_INCREASING = pa.Check(lambda s: ~(s.diff() <= 0), error="is not strictly increasing")
+_NON_DECREASING = pa.Check(lambda s: ~(s.diff() < 0), error="decreases")
 
 
-def _column(kind: str, *checks: pa.Check, required: bool = True, regex: bool = False) -> pa.Column:
-    return pa.Column(checks=[_kind(kind), *checks], nullable=True, required=required, regex=regex)
+def _bounds(low: float | None, high: float | None) -> list[pa.Check]:
+    """Checks of ``low <= x <= high``; None is unbounded. Both given: slack for float32."""
+    if low is not None and high is not None:
+        slack_low, slack_high = (_TOLERANCE * max(1.0, abs(b)) for b in (low, high))
+        error = f"has values outside [{low:g}, {high:g}]"
+        return [pa.Check.in_range(low - slack_low, high + slack_high, error=error)]
+    if low is not None:
+        return [pa.Check.ge(low, error=f"has values below {low:g}")]
+    if high is not None:
+        return [pa.Check.le(high, error=f"has values above {high:g}")]
+    return []
 
 
 def _frame_check(column: str, error: str, test: Callable[[pd.DataFrame], pd.Series]) -> pa.Check:
@@ -229,26 +202,20 @@ def transitions_schema(
             key (``{"state": box.low}``); infinite or missing bounds are not checked.
     """
     columns = {
-        "step": _column("integer", _at_least(0), _increasing(strict=True)),
-        "stream": _column("integer", _at_least(0), required=False),
-        "reward": _column("number", _finite()),
+        "step": _column("integer", _NON_NEGATIVE, _INCREASING),
+        "stream": _column("integer", _NON_NEGATIVE, required=False),
+        "reward": _column("number", _FINITE),
         "is_first": _column("boolean"),
         "is_last": _column("boolean"),
         "is_terminal": _column("boolean"),
     }
-    action_checks = [_zero_or_one()] if discrete else [_within(-1.0, 1.0)]
+    zero_or_one = pa.Check.isin([0, 1], error="has values other than 0 and 1")
+    action_checks = [zero_or_one] if discrete else _bounds(-1.0, 1.0)
     for name in action_columns(action_dim):
-        columns[name] = _column("number", _finite(), *action_checks)
+        columns[name] = _column("number", _FINITE, *action_checks)
     for name in vector_columns:
-        low, high = _obs_bound(obs_low, name), _obs_bound(obs_high, name)
-        bounds = []
-        if low is not None and high is not None:
-            bounds = [_within(low, high)]
-        elif low is not None:
-            bounds = [_at_least(low)]
-        elif high is not None:
-            bounds = [_values(lambda x, h=high: ~(x > h), f"has values above {high:g}")]
-        columns[name] = _column("number", _finite(), *bounds)
+        bounds = _bounds(_obs_bound(obs_low, name), _obs_bound(obs_high, name))
+        columns[name] = _column("number", _FINITE, *bounds)
 
     def episode_starts(df: pd.DataFrame) -> pd.Series:
         """Within each stream (env), the first row and every row after ``is_last`` start one."""
@@ -288,11 +255,11 @@ def transitions_schema(
 
 # --- episodes and training metrics ----------------------------------------------------------------
 _EPISODE_COLUMNS = {
-    "episode": pa.Column(checks=[_kind("integer"), _at_least(0)], nullable=True, unique=True),
+    "episode": _column("integer", _NON_NEGATIVE, unique=True),
     "seed": _column("integer"),
-    "return": _column("number", _finite()),
-    "length": _column("integer", _above(0)),
-    "env_step": _column("integer", _at_least(0)),
+    "return": _column("number", _FINITE),
+    "length": _column("integer", pa.Check.gt(0, error="has values <= 0")),
+    "env_step": _column("integer", _NON_NEGATIVE),
     "stage": _column("string", required=False),
 }
 
@@ -300,10 +267,7 @@ EPISODES = pa.DataFrameSchema(_EPISODE_COLUMNS, name="episodes")
 """One row per finished episode (evaluation episodes, and the base of the training returns)."""
 
 TRAIN_RETURNS = pa.DataFrameSchema(
-    {
-        **_EPISODE_COLUMNS,
-        "env_step": _column("integer", _at_least(0), _increasing(strict=False)),
-    },
+    {**_EPISODE_COLUMNS, "env_step": _column("integer", _NON_NEGATIVE, _NON_DECREASING)},
     name="train returns",
 )
 """``metrics/train/returns.csv``: training episodes in the order they ended."""
@@ -312,14 +276,14 @@ _LOSS_STEP_COLUMNS = ("gradient_step", "env_step", "wall_seconds", "updates_per_
 
 TRAIN_LOSSES = pa.DataFrameSchema(
     {
-        "gradient_step": _column("integer", _at_least(0), _increasing(strict=True)),
-        "env_step": _column("integer", _at_least(0), _increasing(strict=False)),
-        "wall_seconds": _column("number", _finite(), _at_least(0)),
-        "updates_per_second": _column("number", _finite(), _at_least(0)),
-        r"^loss/.+$": _column("number", _finite(), required=False, regex=True),
+        "gradient_step": _column("integer", _NON_NEGATIVE, _INCREASING),
+        "env_step": _column("integer", _NON_NEGATIVE, _NON_DECREASING),
+        "wall_seconds": _column("number", _FINITE, _NON_NEGATIVE),
+        "updates_per_second": _column("number", _FINITE, _NON_NEGATIVE),
+        r"^loss/.+$": _column("number", _FINITE, required=False, regex=True),
         # any other column: numeric, NaN allowed (not measured yet), infinity not
         rf"^(?!loss/)(?!(?:{'|'.join(_LOSS_STEP_COLUMNS)})$).+$": _column(
-            "numeric or boolean", _no_infinity(), required=False, regex=True
+            "numeric or boolean", _NOT_INFINITE, required=False, regex=True
         ),
     },
     name="train losses",
@@ -347,15 +311,14 @@ def _describe(error: SchemaError, df: pd.DataFrame) -> str:
     column = getattr(error, "column_name", None)
     if column is None and isinstance(check, pa.Check):
         column = check.name  # frame checks are named after the column they report on
+    if reason == SchemaErrorReason.WRONG_DATATYPE:
+        kind = error.schema.metadata["kind"]
+        return f"column '{column}' has dtype {df[column].dtype}, expected {kind}"
     if reason == SchemaErrorReason.CHECK_ERROR:
         first = str(error).splitlines()[0]
         return f"column '{column}': check could not run ({first})"
-    if isinstance(check, pa.Check) and check.name == "kind" and column in df:
-        return f"column '{column}' has dtype {df[column].dtype}, expected {check.error}"
     if reason == SchemaErrorReason.SERIES_CONTAINS_DUPLICATES:
         what = "has duplicate values"
-    elif reason == SchemaErrorReason.SERIES_CONTAINS_NULLS:
-        what = "has missing values"
     elif isinstance(check, pa.Check) and check.error:
         what = check.error
     else:
@@ -373,7 +336,14 @@ def validate(df: pd.DataFrame, schema: pa.DataFrameSchema, source: str) -> pd.Da
     try:
         return schema.validate(df, lazy=True)
     except SchemaErrors as exc:
-        problems = list(dict.fromkeys(_describe(e, df) for e in exc.schema_errors))
+        # A column of the wrong dtype is reported for that alone: its value checks mean nothing.
+        wrong_dtype = SchemaErrorReason.WRONG_DATATYPE
+        mistyped = {e.column_name for e in exc.schema_errors if e.reason_code == wrong_dtype}
+        errors = [
+            e for e in exc.schema_errors
+            if e.reason_code == wrong_dtype or getattr(e, "column_name", None) not in mistyped
+        ]
+        problems = list(dict.fromkeys(_describe(e, df) for e in errors))
         message = f"{source}: {problems[0]}"
         if len(problems) > 1:
             others = "; ".join(problems[1:4]) + ("; …" if len(problems) > 4 else "")

@@ -113,6 +113,40 @@ def test_broken_transitions_name_source_and_column(discrete, corrupt, column, de
     _fails(lambda: _validate_transitions(df, discrete), f"{SOURCE}: ", f"column '{column}'", detail)
 
 
+@pytest.mark.parametrize(
+    "column, values, dtype",
+    [
+        ("reward", lambda d: np.arange(len(d)), "float64"),
+        ("reward", lambda d: d.reward.astype(np.float32), "float64"),
+        ("step", lambda d: d.step.astype(np.int32), "int64"),
+        ("stream", lambda d: d.stream.astype(np.uint8), "int64"),
+    ],
+)
+def test_integers_and_narrow_widths_are_cast_to_the_column_dtype(column, values, dtype):
+    df = _transitions(False)
+    df[column] = values(df)
+    out = _validate_transitions(df, False)
+    assert out[column].dtype == dtype and df[column].dtype != dtype  # the input is left alone
+    np.testing.assert_array_equal(out[column], df[column])
+
+
+@pytest.mark.parametrize(
+    "column, value, kind",
+    [
+        ("reward", "1.5", "number"),  # pandera's coerce=True would read these as numbers
+        ("reward", True, "number"),
+        ("action_0", "a", "number"),
+        ("step", 100.5, "integer"),  # coerce=True would cast this to 100
+        ("is_last", 0.5, "boolean"),  # ... and 0.5 to True
+        ("is_first", 1, "boolean"),
+    ],
+)
+def test_nothing_else_is_cast_and_a_mistyped_column_is_reported_once(column, value, kind):
+    df = _transitions(False).assign(**{column: value})
+    message = _fails(lambda: _validate_transitions(df, False))
+    assert message == f"{SOURCE}: column '{column}' has dtype {df[column].dtype}, expected {kind}"
+
+
 def test_unbounded_observations_are_only_checked_for_finiteness():
     df = _set(_transitions(False), "obs/state_2", 3, 1e6)  # high bound is +inf
     _validate_transitions(df, False)
@@ -156,7 +190,8 @@ def test_good_episodes_pass_also_after_a_csv_round_trip(tmp_path):
     assert back.equals(pd.read_csv(path))
     empty = tmp_path / "empty.csv"
     df.iloc[:0].to_csv(empty, index=False)
-    assert len(schemas.read_csv(empty, schemas.validate_train_returns)) == 0
+    back = schemas.read_csv(empty, schemas.validate_train_returns)  # object columns, cast
+    assert len(back) == 0 and back.dtypes["episode"] == "int64"
 
 
 @pytest.mark.parametrize(
