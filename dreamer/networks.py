@@ -5,8 +5,8 @@ Weights start truncated-normal with variance 1/fan_in, multiplied by an output s
 and critic (so early predictions are exactly zero and cannot blow up returns), 0.01 for the actor
 (near-uniform initial policy), 1 elsewhere.
 
-Precision policy: the matmul layers here (:class:`Linear`, :class:`BlockLinear`, :class:`Conv2d`,
-:class:`ConvTranspose2d`) always return float32. Under ``torch.autocast(dtype=torch.bfloat16)``
+Precision policy: the matmul layers here (:class:`Linear`, :class:`BlockLinear`, :class:`Conv2d`)
+always return float32. Under ``torch.autocast(dtype=torch.bfloat16)``
 (``Agent.autocast``) their matmuls run in bfloat16 with float32 accumulation and the result is cast
 back, so norms, activations, the GRU state, distributions and losses stay float32 while weights and
 optimiser state are float32 masters. Without autocast the casts are no-ops.
@@ -45,8 +45,7 @@ def init_linear_(weight: Tensor, scale: float = 1.0, fan_in: int | None = None) 
 
     ``fan_in`` defaults to what the official code computes from the kernel's shape: ``in`` for a
     Linear ``(out, in)``, ``G · in/G`` for a BlockLinear ``(G, in/G, out/G)``, ``in · kh · kw`` for
-    a Conv2d ``(out, in, kh, kw)``. Pass it for other layouts (a ConvTranspose2d's is ``(in, out,
-    kh, kw)``).
+    a Conv2d ``(out, in, kh, kw)``. Pass it for other layouts.
     """
     if fan_in is None:
         if weight.ndim == 2:
@@ -76,13 +75,6 @@ class Linear(nn.Linear):
 
 class Conv2d(nn.Conv2d):
     """nn.Conv2d with a float32 output (precision policy)."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x).float()
-
-
-class ConvTranspose2d(nn.ConvTranspose2d):
-    """nn.ConvTranspose2d with a float32 output (precision policy)."""
 
     def forward(self, x: Tensor) -> Tensor:
         return super().forward(x).float()
@@ -191,10 +183,24 @@ class ChannelNorm(nn.Module):
 
 
 CNN_MULTIPLIERS = (2, 3, 4, 4)
+CNN_KERNEL = 5
+DECODER_SPACE_GROUPS = 8  # official dec.bspace: the deter → first feature map map is block-diagonal
+
+
+def _conv(in_channels: int, out_channels: int) -> Conv2d:
+    """A 'same'-padded k5 conv with the official init (fan_in = in · 25) and a zero bias."""
+    conv = Conv2d(in_channels, out_channels, CNN_KERNEL, padding=CNN_KERNEL // 2)
+    init_linear_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
 
 
 class ImageEncoder(nn.Module):
-    """uint8 ``(N, H, W, C)`` → x/255 − 0.5 → 4 stride-2 conv stages (depth × [2,3,4,4]) → flat."""
+    """uint8 ``(N, H, W, C)`` → x/255 − 0.5 → 4 stages of k5 conv, 2×2 max-pool, RMSNorm, SiLU → flat.
+
+    As the official encoder (``kernel: 5, strided: False``): channels depth × [2, 3, 4, 4], each
+    stage halves the resolution with a max-pool, so 64² ends at 4².
+    """
 
     def __init__(self, image_shape: tuple[int, int, int], depth: int):
         super().__init__()
@@ -203,9 +209,8 @@ class ImageEncoder(nn.Module):
             raise ValueError(f"image size {H}×{W} must be divisible by 16 for the CNN encoder")
         layers, channels = [], C
         for mult in CNN_MULTIPLIERS:
-            conv = Conv2d(channels, depth * mult, 4, stride=2, padding=1, bias=False)
-            init_linear_(conv.weight)
-            layers += [conv, ChannelNorm(depth * mult), nn.SiLU()]
+            layers += [_conv(channels, depth * mult), nn.MaxPool2d(2), ChannelNorm(depth * mult),
+                       nn.SiLU()]
             channels = depth * mult
         self.net = nn.Sequential(*layers)
         self.out_features = channels * (H // 16) * (W // 16)
@@ -216,31 +221,48 @@ class ImageEncoder(nn.Module):
 
 
 class ImageDecoder(nn.Module):
-    """feat ``(N, F)`` → linear → (depth·4, H/16, W/16) → 4 transposed-conv stages → ``(N, H, W, C)``.
+    """feat ``(N, D + S·C)`` → feature map (depth·4, H/16, W/16) → 4 stages of 2× nearest upsample
+    and k5 conv → sigmoid → the prediction of x/255 ``(N, H, W, C)``.
 
-    The output is centred: the prediction of x/255 is ``output + 0.5``; the loss is MSE summed over
-    pixels (no Normal(·, 1) constant that would dominate the loss plot).
+    The first feature map is built as the official decoder does (``bspace: 8``): a block-diagonal
+    map of the deter vector (group g fills channel slice g) plus a two-layer map of the stochastic
+    sample, summed, then RMSNorm and SiLU. The loss is MSE summed over pixels (no Normal(·, 1)
+    constant that would dominate the loss plot).
     """
 
-    def __init__(self, feature_dim: int, image_shape: tuple[int, int, int], depth: int):
+    def __init__(self, deter: int, stoch_flat: int, image_shape: tuple[int, int, int], depth: int,
+                 units: int):
         super().__init__()
         H, W, C = image_shape
-        self.start_shape = (depth * CNN_MULTIPLIERS[-1], H // 16, W // 16)
-        self.project = Linear(feature_dim, math.prod(self.start_shape))
-        layers, channels = [], self.start_shape[0]
+        self.start_shape = (depth * CNN_MULTIPLIERS[-1], H // 16, W // 16)  # (C0, h, w)
+        channels, h, w = self.start_shape
+        # Fall back to one group (a dense map) where deter or the channels do not split in 8.
+        groups = DECODER_SPACE_GROUPS
+        if deter % groups or channels % groups:
+            groups = 1
+        self.groups = groups
+        self.deter = deter
+        self.from_deter = BlockLinear(groups, deter // groups, h * w * channels // groups)
+        self.from_stoch = nn.Sequential(
+            NormLayer(stoch_flat, 2 * units), Linear(2 * units, math.prod(self.start_shape))
+        )
+        self.start_norm = ChannelNorm(channels)
+        layers = []
         for mult in reversed(CNN_MULTIPLIERS[:-1]):
-            conv = ConvTranspose2d(channels, depth * mult, 4, stride=2, padding=1, bias=False)
-            init_linear_(conv.weight, fan_in=channels * 16)
-            layers += [conv, ChannelNorm(depth * mult), nn.SiLU()]
+            layers += [nn.Upsample(scale_factor=2), _conv(channels, depth * mult),
+                       ChannelNorm(depth * mult), nn.SiLU()]
             channels = depth * mult
-        last = ConvTranspose2d(channels, C, 4, stride=2, padding=1)
-        init_linear_(last.weight, fan_in=channels * 16)
-        nn.init.zeros_(last.bias)
-        self.net = nn.Sequential(*layers, last)
+        layers += [nn.Upsample(scale_factor=2), _conv(channels, C), nn.Sigmoid()]
+        self.net = nn.Sequential(*layers)
 
     def forward(self, feat: Tensor) -> Tensor:
-        x = self.project(feat).view(-1, *self.start_shape)
-        return self.net(x).permute(0, 2, 3, 1)  # (N, H, W, C), centred around 0
+        N, (C0, h, w), G = feat.shape[0], self.start_shape, self.groups
+        deter, stoch = feat[:, : self.deter], feat[:, self.deter :]
+        x = self.from_deter(deter.reshape(N, G, -1))  # (N, G, h·w·C0/G)
+        x = x.view(N, G, h, w, C0 // G).permute(0, 1, 4, 2, 3).reshape(N, C0, h, w)
+        x = x + self.from_stoch(stoch).view(N, C0, h, w)
+        x = F.silu(self.start_norm(x))  # (N, C0, h, w)
+        return self.net(x).permute(0, 2, 3, 1)  # (N, H, W, C) in (0, 1)
 
 
 class Encoder(nn.Module):
@@ -270,19 +292,20 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """feat → reconstruction loss per step. Vectors: symlog-MSE; images: MSE on x/255 (summed)."""
+    """feat ``(..., D + S·C)`` → reconstruction loss per step. Vectors: symlog-MSE; images: MSE of
+    a sigmoid output against x/255, summed over pixels (official)."""
 
-    def __init__(self, feature_dim: int, obs_shapes, image_keys, vector_keys, units: int,
-                 layers: int, depth: int):
+    def __init__(self, deter: int, stoch_flat: int, obs_shapes, image_keys, vector_keys,
+                 units: int, layers: int, depth: int):
         super().__init__()
         self.image_keys, self.vector_keys = tuple(image_keys), tuple(vector_keys)
         self.vector_sizes = [obs_shapes[k][0] for k in self.vector_keys]
         self.vector = (
-            MLP(feature_dim, units, max(layers, 1), out=sum(self.vector_sizes))
+            MLP(deter + stoch_flat, units, max(layers, 1), out=sum(self.vector_sizes))
             if self.vector_keys else None
         )
         self.images = nn.ModuleDict(
-            {k: ImageDecoder(feature_dim, obs_shapes[k], depth) for k in self.image_keys}
+            {k: ImageDecoder(deter, stoch_flat, obs_shapes[k], depth, units) for k in self.image_keys}
         )
 
     def predict(self, feat: Tensor) -> dict[str, Tensor]:
@@ -293,7 +316,7 @@ class Decoder(nn.Module):
             out.update({k: symexp(p) for k, p in zip(self.vector_keys, pieces)})
         for key, net in self.images.items():
             image = net(feat.reshape(-1, feat.shape[-1]))
-            out[key] = ((image + 0.5).clamp(0, 1) * 255).reshape(*feat.shape[:-1], *image.shape[1:])
+            out[key] = (image * 255).reshape(*feat.shape[:-1], *image.shape[1:])
         return out
 
     def loss(self, feat: Tensor, obs: dict[str, Tensor]) -> Tensor:
@@ -304,6 +327,6 @@ class Decoder(nn.Module):
             total = total + (self.vector(feat) - target).pow(2).sum(-1)
         for key, net in self.images.items():
             prediction = net(feat.reshape(-1, feat.shape[-1]))  # (B·T, H, W, C)
-            target = obs[key].reshape(prediction.shape).float() / 255.0 - 0.5
+            target = obs[key].reshape(prediction.shape).float() / 255.0
             total = total + (prediction - target).pow(2).sum((-3, -2, -1)).view(feat.shape[:-1])
         return total

@@ -29,7 +29,7 @@ from .distributions import (
     straight_through_sample,
     unimix_logits,
 )
-from .networks import MLP, BlockGRU, Decoder, Encoder, Linear
+from .networks import MLP, BlockGRU, Decoder, Encoder
 
 
 class State(NamedTuple):
@@ -42,10 +42,10 @@ class State(NamedTuple):
         """feat = [h, flatten(z)] ``(..., D + S·C)``, the input of every head."""
         return torch.cat([self.deter, self.stoch.flatten(-2)], -1)
 
-    def detach(self) -> "State":
+    def detach(self) -> State:
         return State(self.deter.detach(), self.stoch.detach())
 
-    def flatten_batch(self) -> "State":
+    def flatten_batch(self) -> State:
         """``(B, T, ...)`` → ``(B·T, ...)``."""
         return State(self.deter.flatten(0, 1), self.stoch.flatten(0, 1))
 
@@ -157,8 +157,8 @@ class WorldModel(nn.Module):
                                m.layers, m.depth)
         self.rssm = RSSM(m, self.encoder.out_features, spec.action_dim)
         feature_dim = m.feature_dim
-        self.decoder = Decoder(feature_dim, spec.obs_shapes, spec.image_keys, spec.vector_keys,
-                               m.units, m.layers, m.depth)
+        self.decoder = Decoder(m.deter, m.stoch * m.classes, spec.obs_shapes, spec.image_keys,
+                               spec.vector_keys, m.units, m.layers, m.depth)
         # Reward and continue heads: one hidden layer (official rewhead/conhead layers 1).
         self.reward_head = MLP(feature_dim, m.units, 1, out=m.reward_bins, out_scale=0.0)
         self.continue_head = MLP(feature_dim, m.units, 1, out=1)

@@ -1,7 +1,17 @@
+import math
+
 import pytest
 import torch
 
-from dreamer.networks import MLP, BlockGRU, BlockLinear, Decoder, Encoder, ImageDecoder, ImageEncoder
+from dreamer.networks import (
+    MLP,
+    BlockGRU,
+    BlockLinear,
+    Decoder,
+    Encoder,
+    ImageDecoder,
+    ImageEncoder,
+)
 from dreamer.world_model import WorldModel
 
 from .conftest import make_batch, make_spec
@@ -37,11 +47,27 @@ def test_block_linear_is_block_diagonal():
     assert changed.tolist() == [False, True, False, False]
 
 
-def test_block_gru_shapes_and_gate_bias():
+def test_block_gru_shapes_and_update_gate_bias():
+    """The update gate is sigmoid(pre-activation − 1) (official core): with the gate layer zeroed so
+    every pre-activation is its bias, a zero update bias moves the state the fraction sigmoid(−1)
+    ≈ 0.269 of the way to the candidate, and an update bias of +1 exactly half way."""
+    torch.manual_seed(0)
     gru = BlockGRU(deter=16, stoch_flat=8, action_dim=2, hidden=8, blocks=4)
-    h = gru(torch.zeros(3, 16), torch.zeros(3, 8), torch.zeros(3, 2))
-    assert h.shape == (3, 16)
-    assert torch.isfinite(h).all() and h.abs().max() < 1
+    deter, stoch, action = torch.randn(3, 16), torch.randn(3, 8), torch.randn(3, 2)
+    assert gru(deter, stoch, action).shape == (3, 16)
+    G, P = 4, 16 // 4  # blocks, features per block
+    with torch.no_grad():
+        gru.gates.weight.zero_()
+        reset_bias, candidate_bias, update_bias = gru.gates.bias.view(G, 3, P).unbind(1)
+        reset_bias.fill_(0.0)  # reset = 0.5
+        candidate_bias.fill_(2.0)  # candidate = tanh(0.5 · 2)
+        update_bias.fill_(0.0)
+    candidate = math.tanh(0.5 * 2.0)
+    expected = deter + (candidate - deter) / (1 + math.e)  # update = sigmoid(0 − 1) = 1 / (1 + e)
+    assert torch.allclose(gru(deter, stoch, action), expected, atol=1e-5)
+    with torch.no_grad():
+        update_bias.fill_(1.0)  # update = sigmoid(1 − 1) = 0.5
+    assert torch.allclose(gru(deter, stoch, action), (deter + candidate) / 2, atol=1e-5)
 
 
 def test_block_gru_norms_the_whole_state_and_bounds_actions():
@@ -58,11 +84,38 @@ def test_block_gru_norms_the_whole_state_and_bounds_actions():
 
 @pytest.mark.parametrize("size", [16, 64])
 def test_image_encoder_decoder_shapes(size):
+    """Official layout: 4 stages that each halve the resolution (k5 conv + 2x2 max-pool on the
+    way in, nearest upsample + k5 conv on the way out) and a sigmoid image in (0, 1)."""
     enc = ImageEncoder((size, size, 3), depth=4)
     images = torch.randint(0, 256, (5, size, size, 3), dtype=torch.uint8)
-    assert enc(images).shape == (5, enc.out_features)
-    dec = ImageDecoder(20, (size, size, 3), depth=4)
-    assert dec(torch.randn(5, 20)).shape == (5, size, size, 3)
+    assert enc(images).shape == (5, enc.out_features) == (5, 16 * (size // 16) ** 2)
+    convs = [m for m in enc.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.kernel_size for c in convs] == [(5, 5)] * 4 and all(c.stride == (1, 1) for c in convs)
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in enc.modules()) == 4
+    dec = ImageDecoder(16, 8, (size, size, 3), depth=4, units=8)
+    image = dec(torch.randn(5, 24) * 10)
+    assert image.shape == (5, size, size, 3) and 0 < image.min() and image.max() < 1
+    assert sum(isinstance(m, torch.nn.Upsample) for m in dec.modules()) == 4
+
+
+def test_image_decoder_maps_each_deter_block_to_its_own_channels():
+    """Official ``bspace: 8``: deter group g fills only channel slice g of the first feature map;
+    the stochastic part reaches every channel."""
+    torch.manual_seed(0)
+    dec = ImageDecoder(deter=16, stoch_flat=8, image_shape=(16, 16, 3), depth=4, units=8)
+    assert dec.groups == 8
+    first_map = []
+    dec.start_norm.register_forward_hook(lambda module, args, out: first_map.append(args[0]))
+    feat = torch.randn(1, 24)
+    changed_deter, changed_stoch = feat.clone(), feat.clone()
+    changed_deter[0, 2:4] += 1.0  # deter group 1 (two features per group)
+    changed_stoch[0, 16:] += 1.0
+    for x in (feat, changed_deter, changed_stoch):
+        dec(x)
+    base, by_deter, by_stoch = first_map  # (1, 16, 1, 1): two channels per group
+    moved = (by_deter - base).abs().flatten() > 1e-6
+    assert moved.nonzero().flatten().tolist() == [2, 3]
+    assert ((by_stoch - base).abs().flatten() > 1e-6).all()
 
 
 def test_image_size_must_divide_by_16():
@@ -77,8 +130,8 @@ def test_encoder_decoder_dict_observation(tiny_config):
     batch = make_batch(spec, B=2, T=3)
     embed = enc(batch.obs)
     assert embed.shape == (2, 3, enc.out_features)
-    dec = Decoder(m.feature_dim, spec.obs_shapes, spec.image_keys, spec.vector_keys, m.units,
-                  m.layers, m.depth)
+    dec = Decoder(m.deter, m.stoch * m.classes, spec.obs_shapes, spec.image_keys, spec.vector_keys,
+                  m.units, m.layers, m.depth)
     feat = torch.randn(2, 3, m.feature_dim)
     assert dec.loss(feat, batch.obs).shape == (2, 3)
     predicted = dec.predict(feat)
