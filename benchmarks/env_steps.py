@@ -3,7 +3,7 @@
     python benchmarks/env_steps.py                       # CarRacing-v3, 1 and 2 envs
     python benchmarks/env_steps.py --env Pendulum-v1 --num-envs 1 2 4 --json
 
-Steps a random policy through ``dreamer.envs.make_envs`` and the replay-filling ``Collector``
+Steps a random policy through ``dreamer.env_pool.make_envs`` and the replay-filling ``Collector``
 (adapter conversion and 64×64 resizing included, as in training) for ``--steps`` env steps
 after ``--warmup`` untimed ones, and prints env steps/s per setting and the speed-up over one env.
 One env runs in this process; more run in subprocesses (gymnasium ``AsyncVectorEnv``).
@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 def measure(env_id: str, num_envs: int, steps: int, warmup: int) -> dict:
     from dreamer.config import EnvConfig
-    from dreamer.envs import make_envs
+    from dreamer.env_pool import make_envs
     from dreamer.loop import Collector, random_policy
     from dreamer.replay import ReplayBuffer
 

@@ -3,7 +3,7 @@
     python benchmarks/learning.py --env Pendulum-v1 --steps 20000 --seeds 0 1 2
     python benchmarks/learning.py --params params.yaml --set training.lr=1.0e-4 --json
 
-Uses the library in memory (``dreamer.loop.train``) with the config of ``--params`` (default
+Uses the library in memory (``dreamer.run.train``) with the config of ``--params`` (default
 ``params.yaml``) plus ``--set`` overrides, set before the env preset is merged exactly as
 ``dvc exp run -S`` does, so a row here is what the pipeline's defaults achieve.
 Prints, per seed: evaluation return mean ± std over ``--episodes`` deterministic episodes (and a
@@ -47,7 +47,8 @@ def main(argv=None) -> None:
     from dreamer.compiled import use_cache_dir
     from dreamer.config import load_config, override
     from dreamer.evaluation import evaluate, evaluate_random
-    from dreamer.loop import Hooks, train
+    from dreamer.loop import Hooks
+    from dreamer.run import train
 
     use_cache_dir(ROOT / ".cache" / "torch")
     changes = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}

@@ -26,15 +26,12 @@ from torch import Tensor, nn
 
 from .actor_critic import ActorCritic
 from .compiled import check_compiler, compile_marked, compiled, is_compiled
-from .config import Config, ConfigError
+from .config import Config
+from .errors import ConfigError, NonFiniteLossError
 from .optim import Optimizer
 from .replay import Batch, Latents
 from .seeding import restore_rng_state, rng_state
 from .world_model import State, WorldModel
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or Inf; training stops and the last good checkpoint is kept."""
 
 
 class Update(NamedTuple):

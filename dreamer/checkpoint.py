@@ -11,13 +11,13 @@ from pathlib import Path
 
 import torch
 
+from .agent import Agent
 from .atomic import atomic_path
+from .config import config_from_dict, override
+from .envs import EnvSpec
+from .errors import CheckpointError, ConfigError
 
 FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unreadable or not ours; the message names the file."""
 
 
 def save_checkpoint(path: str | Path, payload: dict) -> None:
@@ -42,7 +42,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 
 
 # --- the trained agent, as handed from train to evaluate ------------------------------------------
-def save_agent(path: str | Path, agent, extra: dict | None = None) -> None:
+def save_agent(path: str | Path, agent: Agent, extra: dict | None = None) -> None:
     """Write the agent's weights with what is needed to rebuild it (spec and config)."""
     save_checkpoint(path, {
         "kind": "agent",
@@ -54,26 +54,30 @@ def save_agent(path: str | Path, agent, extra: dict | None = None) -> None:
     })
 
 
-def load_agent(path: str | Path, device: str | None = None):
+def load_agent(path: str | Path, device: str | None = None,
+               env_id: str | None = None) -> tuple[Agent, dict]:
     """Rebuild an :class:`~dreamer.agent.Agent` from :func:`save_agent`'s file.
 
-    Returns ``(agent, extra)``. Raises CheckpointError naming the file when it is not an agent.
+    Returns ``(agent, extra)``. Raises CheckpointError naming the file when it is not an agent,
+    or when ``env_id`` is given and the agent was trained on another env.
     """
-    from .agent import Agent
-    from .config import ConfigError, config_from_dict, override
-    from .envs import EnvSpec
-
     payload = load_checkpoint(path)
     if payload.get("kind") != "agent":
         raise CheckpointError(f"{path}: not an agent file (kind {payload.get('kind')!r})")
     try:
         cfg = config_from_dict(payload["config"])
-        if device is not None:
-            cfg = override(cfg, device=device)
-        agent = Agent(EnvSpec.from_dict(payload["spec"]), cfg)
-        agent.load_state_dict(payload["modules"])
-    except (KeyError, ConfigError, RuntimeError) as exc:
+    except (KeyError, ConfigError) as exc:
         reason = str(exc).splitlines()[0][:200]
         raise CheckpointError(f"{path}: agent file does not match this code ({reason})") from None
+    if device is not None:
+        cfg = override(cfg, device=device)
+    try:  # a ConfigError from here is the params' device (no CUDA): it names the key, not the file
+        agent = Agent(EnvSpec.from_dict(payload["spec"]), cfg)
+        agent.load_state_dict(payload["modules"])
+    except (KeyError, RuntimeError) as exc:
+        reason = str(exc).splitlines()[0][:200]
+        raise CheckpointError(f"{path}: agent file does not match this code ({reason})") from None
+    if env_id is not None and agent.spec.env_id != env_id:
+        raise CheckpointError(f"{path}: trained on {agent.spec.env_id}, params say {env_id}")
     agent.gradient_steps = int(payload["gradient_steps"])
     return agent, payload["extra"]

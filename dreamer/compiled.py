@@ -25,12 +25,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .errors import CompileError
+
 # module instance → {method name: its compiled version}; weak, so modules are never kept alive.
 _COMPILED: weakref.WeakKeyDictionary[nn.Module, dict[str, Callable]] = weakref.WeakKeyDictionary()
-
-
-class CompileError(RuntimeError):
-    """torch.compile cannot run on this machine (one-line message naming the ``compile`` param)."""
 
 
 def compiled(method: Callable | None = None, *, cuda_graphs: bool = False):

@@ -1,20 +1,72 @@
 """Evaluation: seeded episodes with deterministic (mode) actions, frames for a video, and the same
-episodes with a uniform random policy as the baseline the agent must beat."""
+episodes with a uniform random policy as the baseline the agent must beat.
+
+:func:`evaluate_agent` is the whole evaluation of a saved agent in one call (the evaluate stage's
+work); :func:`evaluate` and :func:`evaluate_random` are its parts.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
 from .agent import Agent
+from .checkpoint import load_agent
 from .config import Config
-from .envs import DreamerEnv, LocalEnvs
+from .env_pool import LocalEnvs
+from .envs import DreamerEnv
 from .loop import AgentPolicy, Collector, EpisodeRecord, Policy, random_policy
 from .replay import ReplayBuffer
+from .report import open_loop_frames
+from .seeding import eval_env_seed, seed_everything
 
-EVAL_SEED_OFFSET = 10_000  # evaluation episodes never reuse a training seed
+
+@dataclass
+class Evaluation:
+    """The evaluation of one agent: its episodes, the random baseline's, and the videos."""
+
+    records: list[EpisodeRecord]
+    random_records: list[EpisodeRecord]
+    env_steps: int  # the agent's training env steps
+    gradient_steps: int
+    frames: np.ndarray | None = None  # (N, H, W, 3) uint8: the first episode, rendered
+    open_loop: np.ndarray | None = None  # (T, H, 3·W, 3) uint8: see report.open_loop_frames
+
+    def summary(self) -> dict[str, float | int]:
+        """``eval/*`` figures: the agent's returns and the random policy's on the same episodes."""
+        returns = np.array([r.score for r in self.records])
+        baseline = np.array([r.score for r in self.random_records])
+        return {
+            "eval/return_mean": float(returns.mean()),
+            "eval/return_std": float(returns.std()),
+            "eval/return_min": float(returns.min()),
+            "eval/return_max": float(returns.max()),
+            "eval/length_mean": float(np.mean([r.length for r in self.records])),
+            "eval/episodes": len(self.records),
+            "eval/env_steps": self.env_steps,
+            "eval/gradient_steps": self.gradient_steps,
+            "eval/random_return_mean": float(baseline.mean()),
+            "eval/random_return_std": float(baseline.std()),
+        }
+
+
+def evaluate_agent(agent_path: str | Path, cfg: Config) -> tuple[Evaluation, dict]:
+    """Seed, load the agent saved at ``agent_path`` on ``cfg.device`` (refused when it was trained
+    on another env id), run ``evaluate.episodes`` seeded episodes with it and with the random
+    policy, and with ``evaluate.video`` render the first one and the open-loop report.
+
+    Returns the evaluation and the agent file's ``extra`` dict.
+    """
+    seed_everything(cfg.seed, cfg.threads)
+    agent, extra = load_agent(agent_path, device=cfg.device, env_id=cfg.env.id)
+    episodes, video = cfg.evaluate.episodes, cfg.evaluate.video
+    records, frames = evaluate(agent, cfg, episodes, record_video=video)
+    return Evaluation(
+        records, evaluate_random(cfg, episodes), int(extra.get("env_steps", 0)),
+        agent.gradient_steps, frames, open_loop_frames(agent, cfg) if video else None), extra
 
 
 def evaluate(agent: Agent, cfg: Config, episodes: int, record_video: bool = False,
@@ -46,7 +98,7 @@ def run_episodes(cfg: Config, episodes: int, make_policy: Callable[[LocalEnvs], 
     """``episodes`` seeded episodes, each with a fresh ``make_policy(envs)``; see :func:`evaluate`."""
     records, frames = [], None
     for index in range(episodes):
-        seed = cfg.seed + EVAL_SEED_OFFSET + index
+        seed = eval_env_seed(cfg.seed, index)
         env = DreamerEnv(cfg.env, seed)
         envs = LocalEnvs([env])
         # A small replay only to reuse the Collector's bookkeeping; evaluation stores nothing.

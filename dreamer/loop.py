@@ -5,7 +5,7 @@ This is the user's roadmap end to end: warm-up with a random policy (``collect_r
 the gradient steps those steps are owed (``train_ratio / (B·T)`` per agent step, i.e. per action,
 whatever ``action_repeat``: the official meaning),
 and calls hooks to log metrics, save checkpoints and stop. The envs are ``env.num_envs``
-:class:`~dreamer.envs.DreamerEnv`, in this process or in subprocesses (``dreamer.envs.make_envs``).
+:class:`~dreamer.envs.DreamerEnv`, in this process or in subprocesses (``dreamer.env_pool.make_envs``).
 """
 
 from __future__ import annotations
@@ -19,17 +19,12 @@ import numpy as np
 
 from .agent import Agent
 from .config import Config
-from .envs import make_envs
 from .replay import ReplayBuffer
-from .seeding import restore_rng_state, rng_state, seed_everything
+from .seeding import restore_rng_state, rng_state
 
+# The columns of a metrics row before the agent's loss/* ones (the losses curve's header).
+LOSS_COLUMNS = ["gradient_step", "env_step", "wall_seconds", "updates_per_second"]
 Policy = Callable[[dict, np.ndarray], np.ndarray]  # obs {key: (N, ...)}, is_first (N,) → (N, A)
-
-
-def train_env_seed(cfg: Config) -> int:
-    """First seed of the training envs: the warm-up envs use ``seed … seed + N − 1``, training
-    continues with new episodes from ``seed + N`` on."""
-    return cfg.seed + cfg.env.num_envs
 
 
 @dataclass
@@ -166,8 +161,8 @@ class Hooks:
 
     on_episode: Callable[[EpisodeRecord], None] | None = None
     on_metrics: Callable[[dict], None] | None = None  # one row every log_every env steps
-    on_checkpoint: Callable[["Trainer"], None] | None = None
-    should_stop: Callable[["Trainer"], bool] | None = None  # checked after every env step
+    on_checkpoint: Callable[[Trainer], None] | None = None
+    should_stop: Callable[[Trainer], bool] | None = None  # checked after every env step
 
 
 @dataclass
@@ -244,7 +239,9 @@ class Trainer:
             if hooks.on_episode:
                 for record in records:
                     hooks.on_episode(record)
-            if c.env_steps >= c.next_log:
+            done = c.env_steps >= t.env_steps
+            # A row every log_every env steps, and one for the updates since the last at the end.
+            if c.env_steps >= c.next_log or (done and self._count):
                 c.next_log += t.log_every
                 if hooks.on_metrics:
                     hooks.on_metrics(self._metrics_row())
@@ -252,7 +249,6 @@ class Trainer:
             # exactly where the uninterrupted one would (a fresh reset from the saved env RNG).
             # With several envs the others are mid-episode: their steps are flushed to the replay
             # and a resumed run starts them on new episodes (not bit-identical, see Collector).
-            done = c.env_steps >= t.env_steps
             if (records and c.env_steps >= c.next_checkpoint) or done:
                 while c.next_checkpoint <= c.env_steps:
                     c.next_checkpoint += t.checkpoint_every
@@ -305,23 +301,3 @@ class Trainer:
         self.collector.env_steps = state["collector"]["env_steps"]
         self.collector.episodes = state["collector"]["episodes"]
         self._last_log = (time.perf_counter(), self.agent.gradient_steps)
-
-
-def train(cfg: Config, hooks: Hooks | None = None) -> tuple[Agent, Counters]:
-    """The whole loop in one call, in memory: seed, random warm-up, then :class:`Trainer`.
-
-    The same steps as the ``warmup`` and ``train`` stages without their files, for notebooks and
-    scripts: ``agent, counters = train(load_config("params.yaml"))``.
-    """
-    seed_everything(cfg.seed)
-    with make_envs(cfg.env, cfg.seed) as warmup_envs:
-        replay = ReplayBuffer(warmup_envs.spec, cfg.training.replay_capacity)
-        collector, _ = collect_random(warmup_envs, replay, cfg.warmup.steps, cfg.seed,
-                                      cfg.env.action_repeat)
-    with make_envs(cfg.env, train_env_seed(cfg)) as envs:
-        agent = Agent(envs.spec, cfg)
-        trainer = Trainer(agent, envs, replay, cfg, start_env_steps=collector.env_steps,
-                          start_episodes=collector.episodes)
-        trainer.compile()
-        counters = trainer.run(hooks)
-    return agent, counters

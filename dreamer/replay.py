@@ -21,8 +21,10 @@ Time convention. Step ``t`` stores the observation ``obs[t]`` together with what
 
 Sampling draws windows of ``T`` contiguous steps uniformly from all windows that lie inside the
 stored steps in insertion order and inside one stream; a window never spans the ring's seam
-(between the newest and the oldest step) or a change of stream (with several envs, each env's steps
-enter the ring in runs: ``loop.Collector``). Windows may cross episode boundaries — the world
+(between the newest and the oldest step). With several envs each env's steps enter the ring in
+runs (``loop.Collector``) and windows are redrawn until they lie inside one run; only while no run
+is long enough yet (a short warm-up) does a window keep its draw, and it then reads as two
+episodes at the change of stream (:meth:`ReplayBuffer.gather`). Windows may cross episode boundaries — the world
 model resets its state wherever ``is_first`` is set — and ``is_first`` is forced to True at
 position 0 of every window, because the model has no context from before the window and must
 start from its initial state there.
@@ -48,34 +50,27 @@ address space rather than resident memory.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
-import zipfile
-import zlib
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from dreamer.atomic import atomic_path, write_bytes
-from dreamer.envs import EnvSpec
+from .atomic import write_bytes
+from .envs import EnvSpec
+from .errors import ReplayError
+from .replay_files import CHUNK_PATTERN, FORMAT_VERSION, read_chunk, read_meta, write_chunk
 
-FORMAT_VERSION = 2  # 2: the stream of each step
 _FLAGS = ("is_first", "is_last", "is_terminal")
 _REDRAWS = 20  # rejection rounds for windows inside one stream (ReplayBuffer.sample_index)
-_CHUNK_PATTERN = "chunk_{:06d}.npz"
-
-
-class ReplayError(ValueError):
-    """A saved replay buffer that is missing, corrupt or does not match (one-line message)."""
 
 
 class Batch(NamedTuple):
     """A batch of ``B`` windows of ``T`` contiguous steps (time convention: module docstring).
 
     Attributes:
-        obs: per key, images ``(B, T, H, W, C)`` uint8 or vectors ``(B, T, D)`` float32.
+        obs: per key, images ``(B, T, H, W, C)`` uint8 or vectors ``(B, T, V)`` float32.
         action: ``(B, T, A)`` float32, the action that led to each observation.
         reward: ``(B, T)`` float32, received on arriving at each observation.
         is_first: ``(B, T)`` bool, True at every episode start and at ``t = 0``.
@@ -216,7 +211,7 @@ class ReplayBuffer:
         """Append one step (see the time convention in the module docstring).
 
         Args:
-            obs: per key, ``(H, W, C)`` uint8 or ``(D,)`` vectors, as in ``spec.obs_shapes``.
+            obs: per key, ``(H, W, C)`` uint8 images or ``(V,)`` vectors, as in ``spec.obs_shapes``.
             action: ``(A,)`` the action that led to ``obs``; zeros when ``is_first``.
             reward: received on arriving at ``obs``; 0 when ``is_first``.
             is_first, is_last, is_terminal: episode flags (``is_terminal`` implies ``is_last``).
@@ -449,13 +444,13 @@ class ReplayBuffer:
         synced = self._synced_dir == directory.resolve()
         used = self._used_chunks()
         for chunk in used:
-            path = directory / _CHUNK_PATTERN.format(chunk)
+            path = directory / CHUNK_PATTERN.format(chunk)
             if synced and chunk not in self._dirty_chunks and path.is_file():
                 continue
             start = chunk * self.chunk_size
             rows = self._chunk_rows(chunk)
             arrays = {name: array[start : start + rows] for name, array in self._data.items()}
-            self._chunk_crcs[chunk] = _write_npz(path, arrays)
+            self._chunk_crcs[chunk] = write_chunk(path, arrays)
         meta = {
             "format_version": FORMAT_VERSION,
             "spec": self.spec.to_dict(),
@@ -465,7 +460,7 @@ class ReplayBuffer:
             "cursor": self._cursor,
             "total_steps": self._total_steps,
             "chunks": {
-                _CHUNK_PATTERN.format(c): {"rows": self._chunk_rows(c), "crc": self._chunk_crcs[c]}
+                CHUNK_PATTERN.format(c): {"rows": self._chunk_rows(c), "crc": self._chunk_crcs[c]}
                 for c in used
             },
         }
@@ -489,7 +484,7 @@ class ReplayBuffer:
         """
         directory = Path(directory)
         meta_path = directory / "meta.json"
-        meta = _read_meta(meta_path)
+        meta = read_meta(meta_path)
         stored_spec = EnvSpec.from_dict(meta["spec"])
         if spec is not None and spec != stored_spec:
             field = next(
@@ -503,7 +498,7 @@ class ReplayBuffer:
         buffer = cls(stored_spec, meta["capacity"], meta["chunk_size"])
         buffer._size, buffer._cursor = meta["size"], meta["cursor"]
         buffer._total_steps = meta["total_steps"]
-        expected = {_CHUNK_PATTERN.format(c): c for c in buffer._used_chunks()}
+        expected = {CHUNK_PATTERN.format(c): c for c in buffer._used_chunks()}
         if set(meta["chunks"]) != set(expected):
             raise ReplayError(f"{meta_path}: corrupt replay metadata (chunks "
                               f"{sorted(meta['chunks'])} do not cover the {meta['size']} steps)")
@@ -512,94 +507,9 @@ class ReplayBuffer:
             start, rows = chunk * buffer.chunk_size, buffer._chunk_rows(chunk)
             if entry.get("rows") != rows or not isinstance(entry.get("crc"), dict):
                 raise ReplayError(f"{meta_path}: corrupt replay metadata (entry for {name})")
-            arrays = _read_npz(directory / name, buffer._layout, rows, entry["crc"])
+            arrays = read_chunk(directory / name, buffer._layout, rows, entry["crc"])
             for key, array in arrays.items():
                 buffer._data[key][start : start + rows] = array
             buffer._chunk_crcs[chunk] = entry["crc"]
         buffer._synced_dir = directory.resolve()
         return buffer
-
-
-# --- file helpers ---------------------------------------------------------------------------------
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, int]:
-    """Write an ``.npz`` readable by ``np.load``, byte-identical for identical arrays.
-
-    ``np.savez_compressed`` stamps the current time into the zip, so equal buffers would give
-    different files (and DVC hashes); fixed timestamps keep saves reproducible. Deflate level 3
-    shrinks CarRacing frames ~15× at ~240 MB/s (level 6: ~20× at half the speed).
-
-    Returns:
-        ``{array name: CRC-32 of its .npy member}``.
-    """
-    crcs = {}
-    with atomic_path(path, sync=True) as tmp, zipfile.ZipFile(tmp, "w", allowZip64=True) as archive:
-        for name, array in arrays.items():
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.ascontiguousarray(array), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.external_attr = 0o644 << 16  # readable when unzipped by hand
-            archive.writestr(info, member.getbuffer(), zipfile.ZIP_DEFLATED, compresslevel=3)
-            crcs[name] = zlib.crc32(member.getbuffer())
-    return crcs
-
-
-def _read_meta(meta_path: Path) -> dict:
-    if not meta_path.is_file():
-        raise ReplayError(f"{meta_path}: missing replay metadata (no saved replay buffer here)")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReplayError(f"{meta_path}: corrupt replay metadata ({exc})") from None
-    required = ("format_version", "spec", "capacity", "chunk_size", "size", "cursor",
-                "total_steps", "chunks")
-    missing = [key for key in required if not isinstance(meta, dict) or key not in meta]
-    if missing:
-        raise ReplayError(f"{meta_path}: corrupt replay metadata (missing {missing[0]!r})")
-    if meta["format_version"] != FORMAT_VERSION:
-        raise ReplayError(f"{meta_path}: replay format version {meta['format_version']}, "
-                          f"this code reads {FORMAT_VERSION}")
-    capacity, size, cursor = meta["capacity"], meta["size"], meta["cursor"]
-    counts = (capacity, meta["chunk_size"], size, cursor, meta["total_steps"])
-    consistent = (
-        all(isinstance(n, int) for n in counts) and capacity > 0 and meta["chunk_size"] > 0
-        and 0 <= size <= capacity and 0 <= cursor < capacity and meta["total_steps"] >= size
-        and (size == capacity or cursor == size) and isinstance(meta["chunks"], dict)
-    )
-    if not consistent:
-        raise ReplayError(f"{meta_path}: corrupt replay metadata (capacity {capacity}, size "
-                          f"{size}, cursor {cursor}, total_steps {meta['total_steps']})")
-    try:
-        EnvSpec.from_dict(meta["spec"])
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ReplayError(f"{meta_path}: corrupt replay metadata (spec: {exc!r})") from None
-    return meta
-
-
-def _read_npz(
-    path: Path, layout: dict[str, tuple[tuple[int, ...], np.dtype]], rows: int, crcs: dict
-) -> dict[str, np.ndarray]:
-    """Read and validate one chunk against the buffer layout and the CRCs in ``meta.json``."""
-    if not path.is_file():
-        raise ReplayError(f"{path}: missing replay chunk")
-    try:
-        with zipfile.ZipFile(path) as archive:
-            found = {info.filename[: -len(".npy")]: info.CRC for info in archive.infolist()}
-            if found != crcs:
-                raise ReplayError(
-                    f"{path}: replay chunk does not match meta.json (interrupted save?)"
-                )
-            arrays = {}
-            for name, (shape, dtype) in layout.items():
-                # ZipFile.read checks the CRC, so damaged bytes cannot load silently.
-                member = io.BytesIO(archive.read(f"{name}.npy"))
-                array = np.lib.format.read_array(member, allow_pickle=False)
-                if array.shape != (rows, *shape) or array.dtype != dtype:
-                    raise ReplayError(f"{path}: {name} is {array.dtype}{array.shape}, expected "
-                                      f"{dtype}{(rows, *shape)}")
-                arrays[name] = array
-        return arrays
-    except ReplayError:
-        raise
-    except Exception as exc:  # zipfile, zlib and numpy raise many types for damaged files
-        detail = " ".join(f"{type(exc).__name__}: {exc}".split())
-        raise ReplayError(f"{path}: corrupt replay chunk ({detail})") from None

@@ -12,10 +12,11 @@ import torch
 
 from .agent import Agent
 from .config import Config
-from .envs import DreamerEnv, LocalEnvs
-from .evaluation import EVAL_SEED_OFFSET
+from .env_pool import LocalEnvs
+from .envs import DreamerEnv
 from .loop import AgentPolicy, Collector
 from .replay import ReplayBuffer
+from .seeding import eval_env_seed
 
 CONTEXT, HORIZON = 5, 45  # observed and imagined frames (the official report's 5 + 45)
 
@@ -32,7 +33,7 @@ def open_loop_frames(agent: Agent, cfg: Config, context: int = CONTEXT,
     if not spec.image_keys:
         return None
     key = spec.image_keys[0]
-    seed = cfg.seed + EVAL_SEED_OFFSET
+    seed = eval_env_seed(cfg.seed, 0)
     steps = context + horizon
     with DreamerEnv(cfg.env, seed) as env:
         replay = ReplayBuffer(env.spec, capacity=steps)

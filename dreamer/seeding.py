@@ -14,15 +14,33 @@ from typing import Any
 import numpy as np
 import torch
 
+EVAL_SEED_OFFSET = 10_000  # evaluation episodes never reuse a training seed
 
-def seed_everything(seed: int) -> None:
+
+def train_env_seed(seed: int, num_envs: int) -> int:
+    """First seed of the training envs: the warm-up envs use ``seed … seed + N − 1``, training
+    continues with new episodes from ``seed + N`` on."""
+    return seed + num_envs
+
+
+def eval_env_seed(seed: int, episode: int) -> int:
+    """Seed of evaluation episode ``episode``: far from every training seed."""
+    return seed + EVAL_SEED_OFFSET + episode
+
+
+def seed_everything(seed: int, threads: int | None = None) -> None:
     """Seed python ``random``, numpy's global generator and torch (CPU and all CUDA devices).
+
+    Every run assembly (``dreamer.run``, ``dreamer.evaluation.evaluate_agent``) starts here.
 
     Args:
         seed: non-negative integer seed.
+        threads: if given, also size torch's CPU thread pool (the ``threads`` param).
     """
     if seed < 0:
         raise ValueError(f"seed: expected a non-negative integer, got {seed}")
+    if threads is not None:
+        torch.set_num_threads(threads)
     random.seed(seed)
     np.random.seed(seed % 2**32)  # numpy's legacy global generator takes 32-bit seeds
     torch.manual_seed(seed)

@@ -1,4 +1,7 @@
-"""What every stage script shares: argument parsing, config loading, one-line errors."""
+"""What every stage script shares: argument parsing, config loading, one-line errors, atomic writes.
+
+Light on purpose: it imports neither torch nor pandas, so a stage loads only what it uses.
+"""
 
 from __future__ import annotations
 
@@ -8,23 +11,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
-
-from dreamer.agent import NonFiniteLossError
 from dreamer.atomic import write_text
-from dreamer.checkpoint import CheckpointError
-from dreamer.compiled import CompileError
-from dreamer.config import Config, ConfigError, load_config
-from dreamer.envs import EnvSpecError
-from dreamer.replay import ReplayError
-from dreamer.seeding import seed_everything
-
-from .schemas import DataValidationError
-from .tracking import TrackingError
-
-# Errors a user can cause (bad params, bad files, unreachable server): one line, exit code 2.
-USER_ERRORS = (ConfigError, EnvSpecError, ReplayError, CheckpointError, DataValidationError,
-               TrackingError, NonFiniteLossError, CompileError, FileNotFoundError)
+from dreamer.config import Config, load_config
+from dreamer.errors import UserError
 
 
 def parser(description: str) -> argparse.ArgumentParser:
@@ -33,19 +22,17 @@ def parser(description: str) -> argparse.ArgumentParser:
     return p
 
 
-def setup(params_path: str) -> Config:
-    """Load and validate the config, then seed and size torch's thread pool."""
-    cfg = load_config(params_path)
-    torch.set_num_threads(cfg.threads)
-    seed_everything(cfg.seed)
-    return cfg
+def load(params_path: str) -> Config:
+    """Load and validate the config (one line naming the key on error, before any work)."""
+    return load_config(params_path)
 
 
 def run(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:
-    """Call ``main``; turn user errors into one line on stderr and exit code 2."""
+    """Call ``main``; turn user errors (bad params, files, server) into one line on stderr and
+    exit code 2."""
     try:
         main(argv)
-    except USER_ERRORS as exc:
+    except (UserError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -62,11 +49,3 @@ def write_json(path: str | Path, data: dict) -> None:
 def write_csv(path: str | Path, frame) -> None:
     """Write a pandas DataFrame as CSV atomically."""
     write_text(path, frame.to_csv(index=False))
-
-
-def frame(rows: list[dict], columns: list[str] | None = None):
-    """A pandas DataFrame from a list of row dicts (pandas imported lazily); ``columns`` keeps
-    the header when there are no rows yet (e.g. no episode finished in a short run)."""
-    import pandas as pd
-
-    return pd.DataFrame(rows, columns=columns)

@@ -61,12 +61,11 @@ def _note(ax: Axes, text: str) -> None:
 
 
 def _load_eval(eval_json: str | os.PathLike | Mapping | None) -> dict | None:
-    """The evaluation summary, from a dict or a JSON file; keys may carry an ``eval/`` prefix."""
+    """The evaluation summary (``eval/*`` keys), from a dict or ``metrics/eval.json``."""
     if eval_json is None:
         return None
     data = eval_json if isinstance(eval_json, Mapping) else json.loads(Path(eval_json).read_text())
-    data = {k.removeprefix("eval/"): v for k, v in data.items()}
-    missing = [k for k in ("return_mean", "return_std", "env_steps") if k not in data]
+    missing = [k for k in ("eval/return_mean", "eval/return_std", "eval/env_steps") if k not in data]
     if missing:
         raise ValueError(f"{eval_json}: evaluation summary has no key '{missing[0]}'")
     return data
@@ -82,8 +81,8 @@ def plot_returns(
 
     Args:
         train_returns_csv: ``metrics/train/returns.csv`` (columns ``env_step``, ``return``).
-        eval_json: ``metrics/eval.json`` (or its dict) with ``return_mean``, ``return_std``,
-            ``env_steps`` and optionally ``episodes`` and ``random_return_mean`` (drawn as a
+        eval_json: ``metrics/eval.json`` (or its dict) with ``eval/return_mean``, ``…/return_std``,
+            ``…/env_steps`` and optionally ``…/episodes`` and ``…/random_return_mean`` (drawn as a
             dashed line: the random policy on the same episodes); None to leave evaluation out.
         out_png: the PNG to write.
         title: e.g. the env id.
@@ -113,12 +112,12 @@ def plot_returns(
             label=f"rolling mean ({window} episodes)",
         )
     if evaluation is not None:
-        episodes = evaluation.get("episodes")
+        episodes = evaluation.get("eval/episodes")
         label = "evaluation mean ± std" + (f" ({episodes} episodes)" if episodes else "")
         ax.errorbar(
-            [evaluation["env_steps"]],
-            [evaluation["return_mean"]],
-            yerr=[evaluation["return_std"]],
+            [evaluation["eval/env_steps"]],
+            [evaluation["eval/return_mean"]],
+            yerr=[evaluation["eval/return_std"]],
             fmt="D",
             markersize=7,
             color="tab:orange",
@@ -128,8 +127,8 @@ def plot_returns(
             zorder=5,
             label=label,
         )
-        if "random_return_mean" in evaluation:
-            ax.axhline(evaluation["random_return_mean"], color="0.45", linestyle="--",
+        if "eval/random_return_mean" in evaluation:
+            ax.axhline(evaluation["eval/random_return_mean"], color="0.45", linestyle="--",
                        linewidth=1.2, label="random policy, same evaluation episodes")
     if not len(df) and evaluation is None:
         _note(ax, "no finished episodes yet")

@@ -48,6 +48,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking.context import registry as context_registry
 
+from dreamer.errors import UserError
+
 if TYPE_CHECKING:
     from dreamer.config import Config
 
@@ -61,7 +63,7 @@ _MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 _warned: set[str] = set()
 
 
-class TrackingError(RuntimeError):
+class TrackingError(UserError, RuntimeError):
     """The tracking store cannot be used as configured (one readable line)."""
 
 

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--media", default="media/eval")
     p.add_argument("--out", default="plots")
     args = p.parse_args(argv)
-    cfg = cli.setup(args.params)
+    cfg = cli.load(args.params)
     curves, out = Path(args.curves), Path(args.out)
     # Validate what crosses the stage boundary before drawing it.
     schemas.read_csv(curves / "returns.csv", schemas.validate_train_returns)

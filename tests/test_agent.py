@@ -7,7 +7,7 @@ import torch
 from dreamer.agent import Agent, NonFiniteLossError
 from dreamer.checkpoint import CheckpointError, load_agent, load_checkpoint, save_agent
 from dreamer.config import override
-from dreamer.envs import make_envs
+from dreamer.env_pool import make_envs
 from dreamer.loop import collect_random
 from dreamer.replay import ReplayBuffer
 from dreamer.seeding import seed_everything

@@ -11,13 +11,13 @@ from gymnasium import spaces
 
 from dreamer import envs as envs_module
 from dreamer.config import EnvConfig
+from dreamer.env_pool import make_envs
 from dreamer.envs import (
     DreamerEnv,
     EnvSpec,
     EnvSpecError,
     env_spec_of,
     make_env,
-    make_envs,
     resize_image,
 )
 

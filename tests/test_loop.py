@@ -6,10 +6,11 @@ import torch
 
 from dreamer.agent import Agent
 from dreamer.checkpoint import load_checkpoint, save_checkpoint
-from dreamer.envs import make_envs
+from dreamer.env_pool import make_envs
 from dreamer.evaluation import evaluate, evaluate_random
-from dreamer.loop import Hooks, Trainer, collect_random, train
+from dreamer.loop import Hooks, Trainer, collect_random
 from dreamer.replay import ReplayBuffer
+from dreamer.run import train
 from dreamer.seeding import seed_everything
 
 from .conftest import tiny
@@ -48,7 +49,8 @@ def test_trainer_trains_at_train_ratio_and_calls_hooks():
         t.counters.env_steps)))
     assert counters.env_steps == 264
     assert trainer.agent.gradient_steps == 2 * (264 - 64)
-    assert [r["env_step"] for r in rows] == [100, 150, 200, 250]  # log_every 50 from step 64
+    # log_every 50 from step 64, and the updates since the last row at the end
+    assert [r["env_step"] for r in rows] == [100, 150, 200, 250, 264]
     assert all(np.isfinite(r["loss/world_model"]) for r in rows)
     assert checkpoints[-1] == 264
     # replay context: the updates stored a latent for most replayed steps (none for the newest)

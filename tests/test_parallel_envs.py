@@ -9,9 +9,10 @@ import torch
 from gymnasium import spaces
 
 from dreamer.config import EnvConfig
-from dreamer.envs import LocalEnvs, SubprocessEnvs, make_envs
-from dreamer.loop import Collector, Hooks, collect_random, random_policy, train
+from dreamer.env_pool import LocalEnvs, SubprocessEnvs, make_envs
+from dreamer.loop import Collector, Hooks, collect_random, random_policy
 from dreamer.replay import ReplayBuffer
+from dreamer.run import train
 
 from .conftest import tiny
 

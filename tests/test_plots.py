@@ -54,8 +54,8 @@ def test_plot_returns_pendulum_with_evaluation(tmp_path):
     csv = _returns_csv(tmp_path / "returns.csv", returns, np.full(n, 200))
     eval_json = tmp_path / "eval.json"
     eval_json.write_text(
-        json.dumps({"return_mean": -180.0, "return_std": 40.0, "env_steps": 12000, "episodes": 10,
-                    "random_return_mean": -1250.0})
+        json.dumps({"eval/return_mean": -180.0, "eval/return_std": 40.0, "eval/env_steps": 12000,
+                    "eval/episodes": 10, "eval/random_return_mean": -1250.0})
     )
     out = plots.plot_returns(
         csv, eval_json, tmp_path / "plots" / "returns.png", title="Pendulum-v1"
@@ -64,7 +64,7 @@ def test_plot_returns_pendulum_with_evaluation(tmp_path):
     _check_png(out)
 
 
-def test_plot_returns_cartpole_with_prefixed_eval_keys_or_none(tmp_path):
+def test_plot_returns_cartpole_with_an_eval_dict_or_none(tmp_path):
     lengths = np.clip(np.linspace(10, 500, 40).astype(int), 1, 500)
     csv = _returns_csv(tmp_path / "returns.csv", lengths.astype(float), lengths)
     evaluation = {"eval/return_mean": 500.0, "eval/return_std": 0.0, "eval/env_steps": 10000}

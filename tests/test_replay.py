@@ -208,13 +208,13 @@ def test_save_is_byte_reproducible(spec, tmp_path):
 
 def test_incremental_save_rewrites_only_changed_chunks(spec, tmp_path, monkeypatch):
     written = []
-    original = replay_module._write_npz
+    original = replay_module.write_chunk
 
     def spy(path, arrays):
         written.append(path.name)
         return original(path, arrays)
 
-    monkeypatch.setattr(replay_module, "_write_npz", spy)
+    monkeypatch.setattr(replay_module, "write_chunk", spy)
     buffer = ReplayBuffer(spec, capacity=50, chunk_size=10)
     _fill(buffer, 0, 35)
     buffer.save(tmp_path)
@@ -323,7 +323,7 @@ def test_chunk_with_wrong_shape(spec, tmp_path):
     path = tmp_path / "chunk_000001.npz"
     arrays = {name: array[16:20] for name, array in buffer.arrays().items()}
     arrays["obs/image"] = np.zeros((4, 4, 4, 2), np.uint8)
-    crcs = replay_module._write_npz(path, arrays)  # consistent CRCs, wrong content
+    crcs = replay_module.write_chunk(path, arrays)  # consistent CRCs, wrong content
     meta = json.loads((tmp_path / "meta.json").read_text())
     meta["chunks"]["chunk_000001.npz"]["crc"] = crcs
     (tmp_path / "meta.json").write_text(json.dumps(meta))
@@ -392,7 +392,7 @@ def test_windows_stay_in_one_stream_and_a_forced_crossing_reads_as_two_episodes(
     buffer = ReplayBuffer(spec, capacity=100)
     obs = {"counter": np.zeros(1, np.float32), "image": np.zeros((4, 4, 1), np.uint8)}
     for stream, count in ((0, 8), (1, 8), (0, 3)):  # runs of two envs, mid-episode
-        for g in range(count):
+        for _ in range(count):
             buffer.add({**obs, "counter": np.array([stream], np.float32)}, np.ones(2), 1.0,
                        False, False, False, stream=stream)
     inside = buffer.sample(64, 5, np.random.default_rng(0))  # fits inside the runs of 8

@@ -101,10 +101,11 @@ def test_stage_outputs(project):
     assert (project / "data/warmup/replay/meta.json").is_file()
 
     summary = json.loads((project / "metrics/train.json").read_text())
-    assert {"env_steps", "gradient_steps", "wall_seconds", "updates_per_second"} <= set(summary)
-    assert summary["env_steps"] == 600 and summary["resumed"] is False
+    assert {"train/env_steps", "train/gradient_steps", "train/wall_seconds",
+            "train/updates_per_second", "loss/world_model"} <= set(summary)
+    assert summary["train/env_steps"] == 600 and summary["train/resumed"] is False
     # 32 replayed steps per env step at B·T = 64: half an update per env step after warm-up
-    assert summary["gradient_steps"] == (600 - warm["env_steps"]) // 2
+    assert summary["train/gradient_steps"] == (600 - warm["env_steps"]) // 2
     returns = schemas.read_csv(project / "metrics/train/returns.csv",
                                schemas.validate_train_returns)
     losses = schemas.read_csv(project / "metrics/train/losses.csv", schemas.validate_train_losses)
@@ -112,18 +113,19 @@ def test_stage_outputs(project):
     assert {"loss/world_model", "loss/reward", "loss/actor", "loss/critic"} <= set(losses)
 
     evaluation = json.loads((project / "metrics/eval.json").read_text())
-    assert {"return_mean", "return_std", "episodes", "env_steps"} <= set(evaluation)
-    assert evaluation["episodes"] == 2 and evaluation["env_steps"] == 600
+    assert {"eval/return_mean", "eval/return_std", "eval/episodes", "eval/env_steps"} <= set(
+        evaluation)
+    assert evaluation["eval/episodes"] == 2 and evaluation["eval/env_steps"] == 600
     episodes = schemas.read_csv(project / "metrics/eval/episodes.csv", schemas.validate_episodes)
-    assert np.isclose(episodes["return"].mean(), evaluation["return_mean"])
+    assert np.isclose(episodes["return"].mean(), evaluation["eval/return_mean"])
     # the random baseline: the same two seeded episodes with uniform random actions
     from dreamer.config import load_config
     from dreamer.evaluation import evaluate_random
 
     baseline = [r.score for r in evaluate_random(load_config(project / "params.yaml"), 2)]
-    assert evaluation["random_return_mean"] == pytest.approx(np.mean(baseline))
-    assert evaluation["random_return_std"] == pytest.approx(np.std(baseline))
-    assert evaluation["random_return_mean"] < -500  # Pendulum: random swinging scores ≈ −1,200
+    assert evaluation["eval/random_return_mean"] == pytest.approx(np.mean(baseline))
+    assert evaluation["eval/random_return_std"] == pytest.approx(np.std(baseline))
+    assert evaluation["eval/random_return_mean"] < -500  # Pendulum: random swinging scores ≈ −1,200
 
     from pipeline.media import read_gif
 
@@ -211,8 +213,9 @@ def test_train_resumes_after_sigkill_and_restarts_when_params_change(project, tm
         assert second.returncode == 0, err
         resumed = json.loads((tmp_path / "metrics/train.json").read_text())
         uninterrupted = json.loads((project / "metrics/train.json").read_text())
-        assert resumed["resumed"] is True
-        for key in ("env_steps", "gradient_steps", "episodes"):
+        assert resumed["train/resumed"] is True
+        assert "train: resuming from models/checkpoint at " in err
+        for key in ("train/env_steps", "train/gradient_steps", "train/episodes"):
             assert resumed[key] == uninterrupted[key], key
         # The killed part's episodes plus the resumed part's: the uninterrupted run's, exactly.
         returns = pd.read_csv(tmp_path / "metrics/train/returns.csv")
@@ -224,7 +227,7 @@ def test_train_resumes_after_sigkill_and_restarts_when_params_change(project, tm
         out, err = third.communicate(timeout=300)
         assert third.returncode == 0, err
         assert "other params; starting fresh" in err
-        assert json.loads((tmp_path / "metrics/train.json").read_text())["resumed"] is False
+        assert json.loads((tmp_path / "metrics/train.json").read_text())["train/resumed"] is False
 
         # Same params again (DVC reruns train when code or data changed): the checkpoint of the
         # finished run is not "resumed" into a run with nothing left to do.
@@ -233,7 +236,7 @@ def test_train_resumes_after_sigkill_and_restarts_when_params_change(project, tm
         assert fourth.returncode == 0, err
         assert "is a finished run; starting fresh" in err
         summary = json.loads((tmp_path / "metrics/train.json").read_text())
-        assert summary["resumed"] is False and summary["gradient_steps"] > 0
+        assert summary["train/resumed"] is False and summary["train/gradient_steps"] > 0
     finally:
         for key in env_mlflow:
             os.environ.pop(key, None)
@@ -251,7 +254,7 @@ def _one_line_failure(stage: str, cwd: Path) -> str:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"training.lr": "1e-3"}, "training.lr: expected a float, got '1e-3'"),
+        ({"training.lr": "1e-3"}, "training.lr: expected a positive float, got '1e-3'"),
         ({"training.env_steps": -5}, "training.env_steps: expected a positive integer"),
         ({"training.colour": 1}, "training.colour: unknown key"),
         ({"env.id": "NoSuchEnv-v0"}, "env.id: unknown gymnasium environment 'NoSuchEnv-v0'"),
@@ -316,7 +319,7 @@ def test_image_env_runs_through_every_stage_with_parallel_envs(tmp_path, monkeyp
         assert run_stage(stage) == 0, stage
     meta = json.loads((tmp_path / "data/warmup/meta.json").read_text())
     assert meta["spec"]["obs_shapes"] == {"image": [16, 16, 3]}
-    assert json.loads((tmp_path / "metrics/train.json").read_text())["env_steps"] == 120
+    assert json.loads((tmp_path / "metrics/train.json").read_text())["train/env_steps"] == 120
     episode = read_gif(tmp_path / "media/eval/episode.gif")
     assert episode.ndim == 4 and len(episode) > 10 and episode.shape[-1] == 3
     dream = read_gif(tmp_path / "media/eval/open_loop.gif")
@@ -330,3 +333,111 @@ def test_image_env_runs_through_every_stage_with_parallel_envs(tmp_path, monkeyp
                               "tags.stage = 'evaluate'")
     logged = {a.path for a in client.list_artifacts(runs[0].info.run_id, "video")}
     assert logged == {"video/episode.gif", "video/open_loop.gif"}
+
+
+# --- device and evaluate.video: the evaluate stage on an untrained agent (no warm-up or training)
+import torch  # noqa: E402  (kept with the tests below that use it)
+
+
+@pytest.fixture(scope="module")
+def mlflow_store(tmp_path_factory) -> str:
+    """One MLflow store for the tests below, created once (a new sqlite store costs seconds)."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+    MlflowClient(uri).search_experiments()
+    return uri
+
+
+def _evaluate_project(folder: Path, monkeypatch, store: str, **overrides) -> Path:
+    """``folder`` as the working directory, with params.yaml (TINY_PARAMS + ``overrides``, an
+    MLflow experiment of its own in ``store``) and an untrained models/agent.pt for its env."""
+    from dreamer.agent import Agent
+    from dreamer.checkpoint import save_agent
+    from dreamer.config import load_config, override
+    from dreamer.envs import DreamerEnv
+
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    overrides.setdefault("mlflow.experiment", folder.name)
+    cfg = load_config(write_params(folder, **overrides))
+    with DreamerEnv(cfg.env, cfg.seed) as env:
+        spec = env.spec
+    save_agent(folder / "models/agent.pt", Agent(spec, override(cfg, device="cpu")))
+    return folder
+
+
+def _agents_built(monkeypatch) -> list:
+    """Every Agent constructed from now on (wherever the stage builds it), in order."""
+    from dreamer.agent import Agent
+
+    built, init = [], Agent.__init__
+
+    def recording_init(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        built.append(self)
+
+    monkeypatch.setattr(Agent, "__init__", recording_init)
+    return built
+
+
+def _tensor_devices(agent) -> set[str]:
+    return {t.device.type for t in [*agent.parameters(), *agent.buffers()]}
+
+
+@pytest.mark.parametrize("video", [True, False])
+def test_evaluate_video_flag_decides_the_videos_not_the_metrics(tmp_path, monkeypatch, capsys,
+                                                                 mlflow_store, video):
+    """An image env (both videos possible): ``evaluate.video: false`` writes neither GIF nor logs
+    one, says nothing about rendering, and still writes the metrics, the episodes CSV and the
+    (empty) media folder that is the stage's DVC out. ``true`` is the control."""
+    _evaluate_project(tmp_path, monkeypatch, mlflow_store, **{
+        "env.id": "CarRacing-v3", "env.image_size": 16, "env.action_repeat": 4,
+        "env.kwargs": {"max_episode_steps": 24}, "evaluate.episodes": 1, "evaluate.video": video})
+    assert run_stage("evaluate") == 0
+    gifs = {"episode.gif", "open_loop.gif"} if video else set()
+    assert {p.name for p in (tmp_path / "media/eval").iterdir()} == gifs
+    assert "cannot render" not in capsys.readouterr().err
+    summary = json.loads((tmp_path / "metrics/eval.json").read_text())
+    assert summary["eval/episodes"] == 1
+    assert {"eval/return_mean", "eval/random_return_mean"} <= set(summary)
+    episodes = schemas.read_csv(tmp_path / "metrics/eval/episodes.csv", schemas.validate_episodes)
+    assert len(episodes) == 1 and episodes["length"][0] == 24 // 4
+    client = MlflowClient(mlflow_store)
+    [run] = client.search_runs([client.get_experiment_by_name(tmp_path.name).experiment_id],
+                               "tags.stage = 'evaluate'")
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "video")} == {
+        f"video/{name}" for name in gifs}
+    assert run.data.metrics["eval/return_mean"] == pytest.approx(summary["eval/return_mean"])
+
+
+def test_device_cpu_evaluates_on_the_cpu(tmp_path, monkeypatch, mlflow_store):
+    _evaluate_project(tmp_path, monkeypatch, mlflow_store, device="cpu",
+                      **{"evaluate.episodes": 1, "evaluate.video": False})
+    built = _agents_built(monkeypatch)
+    assert run_stage("evaluate") == 0
+    [agent] = built
+    assert agent.device == torch.device("cpu") and agent.cfg.device == "cpu"
+    assert _tensor_devices(agent) == {"cpu"}
+    assert json.loads((tmp_path / "metrics/eval.json").read_text())["eval/episodes"] == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_cuda_without_cuda_fails_in_one_line(tmp_path, monkeypatch, capsys,
+                                                   mlflow_store):
+    _evaluate_project(tmp_path, monkeypatch, mlflow_store, device="cuda")
+    assert run_stage("evaluate") == 2
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert "device: 'cuda' requested but torch sees no CUDA device" in lines[0]
+    assert not (tmp_path / "metrics").exists() and not (tmp_path / "media").exists()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_device_cuda_evaluates_on_the_gpu(tmp_path, monkeypatch, mlflow_store):
+    _evaluate_project(tmp_path, monkeypatch, mlflow_store, device="cuda",
+                      **{"evaluate.episodes": 1, "evaluate.video": False})
+    built = _agents_built(monkeypatch)
+    assert run_stage("evaluate") == 0
+    [agent] = built
+    assert agent.device.type == "cuda" and _tensor_devices(agent) == {"cuda"}
+    assert json.loads((tmp_path / "metrics/eval.json").read_text())["eval/episodes"] == 1
