@@ -22,9 +22,13 @@ def summary(path: Path, target: float | None) -> dict:
     df = pd.read_csv(path)
     rolling = df["return"].rolling(5, min_periods=1).mean()
     reached = df["env_step"][rolling >= target] if target is not None else []
-    return {"df": df, "rolling": rolling,
-            "first": int(reached.iloc[0]) if len(reached) else None,
-            "last_rolling": float(rolling.iloc[-1]), "last10": float(df["return"].tail(10).mean())}
+    return {
+        "df": df,
+        "rolling": rolling,
+        "first": int(reached.iloc[0]) if len(reached) else None,
+        "last_rolling": float(rolling.iloc[-1]),
+        "last10": float(df["return"].tail(10).mean()),
+    }
 
 
 def main(argv=None) -> None:
@@ -44,14 +48,24 @@ def main(argv=None) -> None:
         for index, path in enumerate(sorted(paths)):
             s = summary(Path(path), args.target)
             first = f"{s['first']:,}" if s["first"] is not None else "never"
-            print(f"{label:<20} {Path(path).name:<28} first rolling ≥ {args.target:g}: {first:>7}"
-                  f"  last rolling {s['last_rolling']:8.1f}  last 10 {s['last10']:8.1f}")
-            ax.plot(s["df"]["env_step"], s["rolling"], style, color=f"C{index}",
-                    label=f"{label}: {Path(path).stem}")
+            print(
+                f"{label:<20} {Path(path).name:<28} first rolling ≥ {args.target:g}: {first:>7}"
+                f"  last rolling {s['last_rolling']:8.1f}  last 10 {s['last10']:8.1f}"
+            )
+            ax.plot(
+                s["df"]["env_step"],
+                s["rolling"],
+                style,
+                color=f"C{index}",
+                label=f"{label}: {Path(path).stem}",
+            )
     if args.target is not None:
         ax.axhline(args.target, color="grey", lw=0.8)
-    ax.set(title=f"{args.title}: training episode return (rolling mean of 5)",
-           xlabel="environment steps", ylabel="episode return")
+    ax.set(
+        title=f"{args.title}: training episode return (rolling mean of 5)",
+        xlabel="environment steps",
+        ylabel="episode return",
+    )
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     fig.savefig(args.out, dpi=110)

@@ -39,8 +39,13 @@ def measure(env_id: str, num_envs: int, steps: int, warmup: int) -> dict:
             collector.step(policy)
         seconds = time.perf_counter() - start
     done = collector.env_steps - first
-    return {"env_id": env_id, "num_envs": num_envs, "env_steps": done,
-            "seconds": round(seconds, 2), "env_steps_per_second": round(done / seconds, 1)}
+    return {
+        "env_id": env_id,
+        "num_envs": num_envs,
+        "env_steps": done,
+        "seconds": round(seconds, 2),
+        "env_steps_per_second": round(done / seconds, 1),
+    }
 
 
 def main(argv=None) -> None:
@@ -57,9 +62,11 @@ def main(argv=None) -> None:
         r = results[-1]
         r["speedup"] = round(r["env_steps_per_second"] / results[0]["env_steps_per_second"], 2)
         if not args.json:
-            print(f"{r['env_id']}: {n} env(s)  {r['env_steps_per_second']:.0f} env steps/s  "
-                  f"({r['speedup']:.2f}x one env; {r['env_steps']} steps in {r['seconds']} s)",
-                  flush=True)
+            print(
+                f"{r['env_id']}: {n} env(s)  {r['env_steps_per_second']:.0f} env steps/s  "
+                f"({r['speedup']:.2f}x one env; {r['env_steps']} steps in {r['seconds']} s)",
+                flush=True,
+            )
     if args.json:
         print(json.dumps({"cpus": os.cpu_count(), "results": results}))
 

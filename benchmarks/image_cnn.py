@@ -31,15 +31,21 @@ def stride2_layout(depth: int, feature_dim: int):
 
     encoder, channels = [], 3
     for mult in CNN_MULTIPLIERS:
-        encoder += [nn.Conv2d(channels, depth * mult, 4, 2, 1, bias=False),
-                    ChannelNorm(depth * mult), nn.SiLU()]
+        encoder += [
+            nn.Conv2d(channels, depth * mult, 4, 2, 1, bias=False),
+            ChannelNorm(depth * mult),
+            nn.SiLU(),
+        ]
         channels = depth * mult
     start = (depth * CNN_MULTIPLIERS[-1], 4, 4)
     decoder = [nn.Linear(feature_dim, math.prod(start)), nn.Unflatten(1, start)]
     channels = start[0]
     for mult in reversed(CNN_MULTIPLIERS[:-1]):
-        decoder += [nn.ConvTranspose2d(channels, depth * mult, 4, 2, 1, bias=False),
-                    ChannelNorm(depth * mult), nn.SiLU()]
+        decoder += [
+            nn.ConvTranspose2d(channels, depth * mult, 4, 2, 1, bias=False),
+            ChannelNorm(depth * mult),
+            nn.SiLU(),
+        ]
         channels = depth * mult
     decoder.append(nn.ConvTranspose2d(channels, 3, 4, 2, 1))
     return nn.Sequential(*encoder, nn.Flatten()), nn.Sequential(*decoder)
@@ -65,8 +71,10 @@ def main(argv=None) -> None:
     feat = torch.randn(N, deter + stoch_flat)
     target = images.float() / 255
 
-    official = ImageEncoder((64, 64, 3), args.depth), ImageDecoder(
-        deter, stoch_flat, (64, 64, 3), args.depth, units=64)
+    official = (
+        ImageEncoder((64, 64, 3), args.depth),
+        ImageDecoder(deter, stoch_flat, (64, 64, 3), args.depth, units=64),
+    )
     strided = stride2_layout(args.depth, deter + stoch_flat)
 
     def step_official():
@@ -91,8 +99,10 @@ def main(argv=None) -> None:
             fn()
             times[name].append(time.perf_counter() - start)
     params = [sum(p.numel() for m in pair for p in m.parameters()) for pair in (official, strided)]
-    print(f"# encoder + decoder forward + backward, {N} images 64x64x3, depth {args.depth}, "
-          f"float32 eager, {args.threads} threads, median of {args.repeats} alternating")
+    print(
+        f"# encoder + decoder forward + backward, {N} images 64x64x3, depth {args.depth}, "
+        f"float32 eager, {args.threads} threads, median of {args.repeats} alternating"
+    )
     for (name, values), count in zip(times.items(), params):
         print(f"{name:42s} {statistics.median(values):7.3f} s   {count:,} parameters")
     first, second = (statistics.median(v) for v in times.values())

@@ -36,8 +36,13 @@ def main(argv=None) -> None:
     p.add_argument("--steps", type=int, help="training.env_steps (default: the params file's)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     p.add_argument("--episodes", type=int, default=10, help="evaluation episodes")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="dotted overrides, values parsed as YAML (training.lr=1.0e-4)")
+    p.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="dotted overrides, values parsed as YAML (training.lr=1.0e-4)",
+    )
     p.add_argument("--curves", help="folder for returns CSVs and a PNG of the curves")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
@@ -68,25 +73,35 @@ def main(argv=None) -> None:
         records, _ = evaluate(agent, cfg, args.episodes)
         returns = [r.score for r in records]
         baseline = [r.score for r in evaluate_random(cfg, args.episodes)]  # same episodes
-        results.append({
-            "env_id": cfg.env.id, "seed": seed, "size": cfg.model.size,
-            "train_ratio": cfg.training.train_ratio, "lr": cfg.training.lr,
-            "eval_return_mean": round(statistics.fmean(returns), 1),
-            "eval_return_std": round(statistics.pstdev(returns), 1),
-            "random_return_mean": round(statistics.fmean(baseline), 1),
-            "eval_episodes": len(returns), "env_steps": counters.env_steps,
-            "gradient_steps": agent.gradient_steps, "train_seconds": round(train_seconds, 1),
-            "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-        })
+        results.append(
+            {
+                "env_id": cfg.env.id,
+                "seed": seed,
+                "size": cfg.model.size,
+                "train_ratio": cfg.training.train_ratio,
+                "lr": cfg.training.lr,
+                "eval_return_mean": round(statistics.fmean(returns), 1),
+                "eval_return_std": round(statistics.pstdev(returns), 1),
+                "random_return_mean": round(statistics.fmean(baseline), 1),
+                "eval_episodes": len(returns),
+                "env_steps": counters.env_steps,
+                "gradient_steps": agent.gradient_steps,
+                "train_seconds": round(train_seconds, 1),
+                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            }
+        )
         if args.curves:
             _write_curve(Path(args.curves), cfg, episodes)
         if not args.json:
             r = results[-1]
-            print(f"{r['env_id']} seed {seed}: eval {r['eval_return_mean']:.1f} ± "
-                  f"{r['eval_return_std']:.1f} ({r['eval_episodes']} episodes; random policy "
-                  f"{r['random_return_mean']:.1f}) after "
-                  f"{r['env_steps']} env steps, {r['gradient_steps']} updates, "
-                  f"{r['train_seconds']:.0f} s, peak RSS {r['peak_rss_mib']} MiB", flush=True)
+            print(
+                f"{r['env_id']} seed {seed}: eval {r['eval_return_mean']:.1f} ± "
+                f"{r['eval_return_std']:.1f} ({r['eval_episodes']} episodes; random policy "
+                f"{r['random_return_mean']:.1f}) after "
+                f"{r['env_steps']} env steps, {r['gradient_steps']} updates, "
+                f"{r['train_seconds']:.0f} s, peak RSS {r['peak_rss_mib']} MiB",
+                flush=True,
+            )
     if args.curves:
         _plot_curves(Path(args.curves), base.env.id)
     if args.json:
@@ -94,7 +109,7 @@ def main(argv=None) -> None:
 
 
 def _file_stem(env_id: str) -> str:
-    """An env id as one file name: ``dm_control/cartpole-balance-v0`` -> ``dm_control-cartpole-balance-v0``."""
+    """An env id as one file name: ``dm_control/x-v0`` -> ``dm_control-x-v0``."""
     return env_id.replace("/", "-").replace(":", "-")
 
 
@@ -115,10 +130,16 @@ def _plot_curves(folder: Path, env_id: str) -> None:
     for path in sorted(folder.glob(f"{_file_stem(env_id)}_seed*.csv")):
         df = pd.read_csv(path)
         if len(df):
-            ax.plot(df["env_step"], df["return"].rolling(5, min_periods=1).mean(),
-                    label=path.stem.split("_")[-1])
-    ax.set(title=f"{env_id}: training episode return (rolling mean of 5)",
-           xlabel="environment steps", ylabel="episode return")
+            ax.plot(
+                df["env_step"],
+                df["return"].rolling(5, min_periods=1).mean(),
+                label=path.stem.split("_")[-1],
+            )
+    ax.set(
+        title=f"{env_id}: training episode return (rolling mean of 5)",
+        xlabel="environment steps",
+        ylabel="episode return",
+    )
     ax.grid(True, alpha=0.3)
     ax.legend()
     fig.savefig(folder / f"{_file_stem(env_id)}_curves.png", dpi=110)

@@ -106,17 +106,34 @@ def synthetic(args):
     else:
         shapes, image_keys, vector_keys = {"vector": (3,)}, (), ("vector",)
     A = args.action_dim
-    spec = EnvSpec(shapes, image_keys, vector_keys, action_dim=A, discrete=False,
-                   action_low=(-1.0,) * A, action_high=(1.0,) * A, env_id="synthetic")
+    spec = EnvSpec(
+        shapes,
+        image_keys,
+        vector_keys,
+        action_dim=A,
+        discrete=False,
+        action_low=(-1.0,) * A,
+        action_high=(1.0,) * A,
+        env_id="synthetic",
+    )
     B, T = args.batch, args.length
     g = torch.Generator().manual_seed(0)
-    obs = {"image": torch.randint(0, 256, (B, T, 64, 64, 3), generator=g, dtype=torch.uint8)} \
-        if args.image else {"vector": torch.randn(B, T, 3, generator=g)}
+    obs = (
+        {"image": torch.randint(0, 256, (B, T, 64, 64, 3), generator=g, dtype=torch.uint8)}
+        if args.image
+        else {"vector": torch.randn(B, T, 3, generator=g)}
+    )
     is_first = torch.zeros(B, T, dtype=torch.bool)
     is_first[:, 0] = True
     flags = torch.zeros(B, T, dtype=torch.bool)
-    batch = Batch(obs, torch.rand(B, T, A, generator=g) * 2 - 1, torch.randn(B, T, generator=g),
-                  is_first, flags, flags)
+    batch = Batch(
+        obs,
+        torch.rand(B, T, A, generator=g) * 2 - 1,
+        torch.randn(B, T, generator=g),
+        is_first,
+        flags,
+        flags,
+    )
     return spec, batch
 
 
@@ -138,10 +155,15 @@ def measure(name: str, args) -> dict:
     for variant in args.variants:
         mode, precision = variant.split("-")
         torch.manual_seed(0)
-        cfg = config_from_dict({
-            "device": args.device, "precision": precision, "compile": mode == "compiled",
-            "model": {"size": size, **overrides},
-            "training": {"batch_size": args.batch, "batch_length": args.length}})
+        cfg = config_from_dict(
+            {
+                "device": args.device,
+                "precision": precision,
+                "compile": mode == "compiled",
+                "model": {"size": size, **overrides},
+                "training": {"batch_size": args.batch, "batch_length": args.length},
+            }
+        )
         agent = Agent(spec, cfg)
         if cfg.compile:
             compile_seconds[variant] = agent.compile(num_envs=1)
@@ -193,7 +215,8 @@ def measure(name: str, args) -> dict:
         seconds = statistics.median(times[variant])
         phases = {k: v / args.repeats for k, v in timers[variant].seconds.items()}
         phases["other (batch, metrics sync, slow critic)"] = max(
-            0.0, sum(times[variant]) / args.repeats - sum(phases.values()))
+            0.0, sum(times[variant]) / args.repeats - sum(phases.values())
+        )
         results[variant] = {
             "matmul_dtype": str(agent.matmul_dtype).removeprefix("torch."),
             "seconds_per_update": round(seconds, 4),
@@ -208,11 +231,15 @@ def measure(name: str, args) -> dict:
     return {
         "size": name,
         "params_million": round(sum(p.numel() for p in baseline.parameters()) / 1e6, 3),
-        "widths": {k: getattr(baseline.cfg.model, k) for k in
-                   ("deter", "hidden", "units", "stoch", "classes", "blocks", "layers")},
+        "widths": {
+            k: getattr(baseline.cfg.model, k)
+            for k in ("deter", "hidden", "units", "stoch", "classes", "blocks", "layers")
+        },
         "update_gflop": round(flops / 1e9, 2),
-        "matmul_peak_gflops": {"float32": round(peak32 / 1e9, 1),
-                               "bfloat16": round(peak16 / 1e9, 1)},
+        "matmul_peak_gflops": {
+            "float32": round(peak32 / 1e9, 1),
+            "bfloat16": round(peak16 / 1e9, 1),
+        },
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "variants": results,
     }
@@ -220,28 +247,42 @@ def measure(name: str, args) -> dict:
 
 def report(r: dict, variants: list[str]) -> None:
     peaks = r["matmul_peak_gflops"]
-    print(f"{r['size']}: {r['params_million']:.2f}M params, {r['update_gflop']:.1f} GFLOP per "
-          f"update; matmul peak {peaks['float32']:.0f} GFLOP/s float32, {peaks['bfloat16']:.0f} "
-          f"bfloat16; process peak RSS {r['peak_rss_mib']:.0f} MiB")
+    print(
+        f"{r['size']}: {r['params_million']:.2f}M params, {r['update_gflop']:.1f} GFLOP per "
+        f"update; matmul peak {peaks['float32']:.0f} GFLOP/s float32, {peaks['bfloat16']:.0f} "
+        f"bfloat16; process peak RSS {r['peak_rss_mib']:.0f} MiB"
+    )
     for variant in variants:
         v = r["variants"][variant]
         compiled = f", compiled in {v['compile_seconds']:.1f} s" if v["compile_seconds"] else ""
-        print(f"  {variant:<18} {v['seconds_per_update']:.3f} s/update "
-              f"({v['seconds_min_max'][0]:.3f}–{v['seconds_min_max'][1]:.3f}) "
-              f"{v['speedup']:.2f}×  {v['achieved_gflops']:.0f} GFLOP/s = "
-              f"{100 * v['fraction_of_float32_peak']:.0f}% of float32 peak  "
-              f"policy {v['policy_ms']:.3f} ms/step  matmuls {v['matmul_dtype']}{compiled}")
+        print(
+            f"  {variant:<18} {v['seconds_per_update']:.3f} s/update "
+            f"({v['seconds_min_max'][0]:.3f}–{v['seconds_min_max'][1]:.3f}) "
+            f"{v['speedup']:.2f}×  {v['achieved_gflops']:.0f} GFLOP/s = "
+            f"{100 * v['fraction_of_float32_peak']:.0f}% of float32 peak  "
+            f"policy {v['policy_ms']:.3f} ms/step  matmuls {v['matmul_dtype']}{compiled}"
+        )
         for phase, seconds in v["phases_seconds"].items():
-            print(f"{'':>22}{phase:<42} {seconds:.3f} s "
-                  f"({100 * seconds / v['seconds_per_update']:.0f}%)")
+            print(
+                f"{'':>22}{phase:<42} {seconds:.3f} s "
+                f"({100 * seconds / v['seconds_per_update']:.0f}%)"
+            )
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", nargs="+", default=list(PRESETS),
-                   help=f"model.size presets or {', '.join(PRESETS)}")
-    p.add_argument("--variants", nargs="+", default=["eager-float32", "compiled-auto"],
-                   help="{eager,compiled}-{float32,bfloat16,auto}; the first is the baseline")
+    p.add_argument(
+        "--sizes",
+        nargs="+",
+        default=list(PRESETS),
+        help=f"model.size presets or {', '.join(PRESETS)}",
+    )
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["eager-float32", "compiled-auto"],
+        help="{eager,compiled}-{float32,bfloat16,auto}; the first is the baseline",
+    )
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--length", type=int, default=64)
     p.add_argument("--threads", type=int, default=2)
@@ -249,8 +290,11 @@ def main(argv=None) -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--repeats", type=int, default=10)
     p.add_argument("--policy-steps", type=int, default=300)
-    p.add_argument("--image", action="store_true",
-                   help="64×64×3 image observations (CarRacing preset: --image --action-dim 3)")
+    p.add_argument(
+        "--image",
+        action="store_true",
+        help="64×64×3 image observations (CarRacing preset: --image --action-dim 3)",
+    )
     p.add_argument("--action-dim", type=int, default=1)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one size, print JSON
@@ -265,16 +309,30 @@ def main(argv=None) -> None:
     results = []
     for name in args.sizes:
         forwarded = sys.argv[1:] if argv is None else list(argv)
-        done = subprocess.run([sys.executable, __file__, *forwarded, "--one", name],
-                              capture_output=True, text=True, check=False)
+        done = subprocess.run(
+            [sys.executable, __file__, *forwarded, "--one", name],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         if done.returncode != 0:
             sys.exit(f"{name}: {done.stderr.strip().splitlines()[-1]}")
         results.append(json.loads(done.stdout.strip().splitlines()[-1]))
         if not args.json:
             report(results[-1], args.variants)
     if args.json:
-        print(json.dumps({"batch": args.batch, "length": args.length, "threads": args.threads,
-                          "image": args.image, "device": args.device, "results": results}))
+        print(
+            json.dumps(
+                {
+                    "batch": args.batch,
+                    "length": args.length,
+                    "threads": args.threads,
+                    "image": args.image,
+                    "device": args.device,
+                    "results": results,
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -25,8 +25,9 @@ from .networks import MLP, as_matmul_input
 from .world_model import State, WorldModel
 
 
-def lambda_return(reward: Tensor, continues: Tensor, value: Tensor, gamma: float,
-                  lam: float) -> Tensor:
+def lambda_return(
+    reward: Tensor, continues: Tensor, value: Tensor, gamma: float, lam: float
+) -> Tensor:
     """λ-returns over an imagined trajectory (paper eq. 7), bootstrapping from the *next* state.
 
     Args:
@@ -45,8 +46,9 @@ def lambda_return(reward: Tensor, continues: Tensor, value: Tensor, gamma: float
     return torch.stack(returns[1:][::-1], 1)
 
 
-def replay_lambda_return(reward: Tensor, is_last: Tensor, is_terminal: Tensor, boot: Tensor,
-                         gamma: float, lam: float) -> Tensor:
+def replay_lambda_return(
+    reward: Tensor, is_last: Tensor, is_terminal: Tensor, boot: Tensor, gamma: float, lam: float
+) -> Tensor:
     """λ-returns along a replayed window (official ``repl_loss``), ``(B, T)`` → ``(B, T−1)``.
 
     Args:
@@ -71,7 +73,8 @@ def percentiles(x: Tensor, quantiles: tuple[float, ...]) -> Tensor:
 
     Each quantile needs only the two order statistics around its position, which ``kthvalue``
     selects in linear time; ``torch.quantile`` sorts all of ``x`` (about 15k imagined returns per
-    update, ≈ 0.9 ms on CPU against ≈ 0.1 ms here). ``x`` is flattened. Returns ``(len(quantiles),)``.
+    update, ≈ 0.9 ms on CPU against ≈ 0.1 ms here). ``x`` is flattened.
+    Returns ``(len(quantiles),)``.
     """
     x = x.flatten()
     n = x.numel()
@@ -100,7 +103,7 @@ class ReturnNormalizer(nn.Module):
 
     @torch.no_grad()
     def update(self, returns: Tensor) -> None:
-        """Move the EMAs toward this batch's percentiles (no host sync: runs in a compiled graph)."""
+        """Move the EMAs toward this batch's percentiles (no host sync: a compiled graph)."""
         q = percentiles(returns.float(), self.quantiles)
         self.low.lerp_(q[0], self.rate)
         self.high.lerp_(q[1], self.rate)
@@ -120,8 +123,9 @@ class Imagination(NamedTuple):
 class ActorCritic(nn.Module):
     """Actor, critic and slow critic over world-model features."""
 
-    def __init__(self, model_cfg: ModelConfig, cfg: BehaviorConfig, action_dim: int,
-                 discrete: bool):
+    def __init__(
+        self, model_cfg: ModelConfig, cfg: BehaviorConfig, action_dim: int, discrete: bool
+    ):
         super().__init__()
         self.cfg, self.discrete = cfg, discrete
         features, units, layers = model_cfg.feature_dim, model_cfg.units, max(model_cfg.layers, 1)
@@ -129,8 +133,9 @@ class ActorCritic(nn.Module):
         self.actor = MLP(features, units, layers, out=actor_out, out_scale=0.01)
         self.critic = MLP(features, units, layers, out=model_cfg.reward_bins, out_scale=0.0)
         self.slow_critic = copy.deepcopy(self.critic).requires_grad_(False)
-        self.return_norm = ReturnNormalizer(cfg.return_norm_rate, cfg.return_norm_low,
-                                            cfg.return_norm_high)
+        self.return_norm = ReturnNormalizer(
+            cfg.return_norm_rate, cfg.return_norm_low, cfg.return_norm_high
+        )
 
     def policy(self, feat: Tensor):
         """Action distribution at ``feat (..., F)``: OneHotCategorical or BoundedNormal."""
@@ -174,19 +179,25 @@ class ActorCritic(nn.Module):
         """
         feat = state.features()
         action = self.policy(feat).sample()
-        return as_matmul_input(feat), action, world_model.rssm.imagine_step(state, self._clip(action))
+        return (
+            as_matmul_input(feat),
+            action,
+            world_model.rssm.imagine_step(state, self._clip(action)),
+        )
 
     @torch.no_grad()
     def update_slow_critic(self) -> None:
         slow, fast = list(self.slow_critic.parameters()), list(self.critic.parameters())
         torch._foreach_lerp_(slow, fast, self.cfg.slow_critic_rate)
 
-    def loss(self, world_model: WorldModel, start: State, start_continue: Tensor
-             ) -> tuple[Tensor, Tensor, dict[str, Tensor], Tensor]:
+    def loss(
+        self, world_model: WorldModel, start: State, start_continue: Tensor
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor], Tensor]:
         """Actor and critic losses from rollouts imagined from ``start``.
 
         Args:
-            start: posterior states ``(N, ...)``, detached; start_continue ``(N,)``: 1 − is_terminal.
+            start: posterior states ``(N, ...)``, detached;
+            start_continue ``(N,)``: 1 − is_terminal.
         Returns:
             actor loss, critic loss (scalars), metrics, and the detached λ-return ``(N,)`` from
             each start (the replay value loss bootstraps from it).
@@ -202,8 +213,9 @@ class ActorCritic(nn.Module):
         return self.cfg.actor_gradient == "dynamics" and not self.discrete
 
     @compiled
-    def losses(self, world_model: WorldModel, imagined: Imagination, start_continue: Tensor
-               ) -> tuple[Tensor, Tensor, dict[str, Tensor], Tensor]:
+    def losses(
+        self, world_model: WorldModel, imagined: Imagination, start_continue: Tensor
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor], Tensor]:
         """Actor and critic losses on an imagined rollout (see :meth:`loss`)."""
         cfg = self.cfg
         through_dynamics = self.through_dynamics
@@ -251,8 +263,12 @@ class ActorCritic(nn.Module):
             "behavior/advantage_abs": advantage.abs().mean(),
             "behavior/return_scale": scale,
         }
-        return (actor_loss, critic_loss, {k: v.detach() for k, v in metrics.items()},
-                returns[:, 0].detach())
+        return (
+            actor_loss,
+            critic_loss,
+            {k: v.detach() for k, v in metrics.items()},
+            returns[:, 0].detach(),
+        )
 
     def _value_loss(self, logits: Tensor, slow_logits: Tensor, target: Tensor) -> Tensor:
         """Per-step critic loss ``(...)``: two-hot toward ``target`` plus ``slow_critic_scale`` ×
@@ -262,8 +278,9 @@ class ActorCritic(nn.Module):
         return dist.loss(target) + self.cfg.slow_critic_scale * dist.loss(slow_value)
 
     @compiled
-    def replay_value_loss(self, feat: Tensor, reward: Tensor, is_last: Tensor,
-                          is_terminal: Tensor, boot: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+    def replay_value_loss(
+        self, feat: Tensor, reward: Tensor, is_last: Tensor, is_terminal: Tensor, boot: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """The critic on the replayed window (official ``repl_loss``, ``repval_grad: True``).
 
         Args:
@@ -273,8 +290,9 @@ class ActorCritic(nn.Module):
         Returns the loss (mean over steps not at an episode end; unscaled) and metrics.
         """
         cfg = self.cfg
-        returns = replay_lambda_return(reward, is_last, is_terminal, boot, cfg.gamma,
-                                       cfg.return_lambda)  # (B, T−1)
+        returns = replay_lambda_return(
+            reward, is_last, is_terminal, boot, cfg.gamma, cfg.return_lambda
+        )  # (B, T−1)
         # Heads on all T steps, then sliced (a time slice of feat is not contiguous; see losses).
         logits = self.critic(feat)[:, :-1]  # (B, T−1, K)
         with torch.no_grad():

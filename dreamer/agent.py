@@ -85,9 +85,14 @@ class Agent(nn.Module):
         self.world_model = WorldModel(spec, cfg.model, cfg.world_model)
         self.actor_critic = ActorCritic(cfg.model, cfg.behavior, spec.action_dim, spec.discrete)
         self.to(self.device)
-        self.optimizer = Optimizer({"world_model": self.world_model,
-                                    "actor": self.actor_critic.actor,
-                                    "critic": self.actor_critic.critic}, cfg.training)
+        self.optimizer = Optimizer(
+            {
+                "world_model": self.world_model,
+                "actor": self.actor_critic.actor,
+                "critic": self.actor_critic.critic,
+            },
+            cfg.training,
+        )
         self.gradient_steps = 0
 
     def autocast(self):
@@ -97,8 +102,9 @@ class Agent(nn.Module):
         imagination from B·T starts). The RSSM filter (B rows per step) and the policy step
         (one row per env) run in float32: there a bfloat16 matmul's fixed cost outweighs its speed.
         """
-        return torch.autocast(self.device.type, dtype=torch.bfloat16,
-                              enabled=self.matmul_dtype == torch.bfloat16)
+        return torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.matmul_dtype == torch.bfloat16
+        )
 
     def compile(self, num_envs: int = 1) -> float:
         """torch.compile the hot paths (``@compiled`` methods) and compile them now.
@@ -114,10 +120,14 @@ class Agent(nn.Module):
         saved, rng = copy.deepcopy(self.training_state()), rng_state()
         t = self.cfg.training
         context = self.cfg.training.replay_context
-        self.train_step(Batch.zeros(self.spec, t.batch_size, t.batch_length + context),
-                        self.empty_context(t.batch_size) if context else None)
-        obs = {k: np.zeros((num_envs, *shape), np.uint8 if k in self.spec.image_keys
-                           else np.float32) for k, shape in self.spec.obs_shapes.items()}
+        self.train_step(
+            Batch.zeros(self.spec, t.batch_size, t.batch_length + context),
+            self.empty_context(t.batch_size) if context else None,
+        )
+        obs = {
+            k: np.zeros((num_envs, *shape), np.uint8 if k in self.spec.image_keys else np.float32)
+            for k, shape in self.spec.obs_shapes.items()
+        }
         self.act(obs, np.ones(num_envs, bool), self.initial_state(num_envs))
         self.load_training_state(saved)
         restore_rng_state(rng)
@@ -130,8 +140,13 @@ class Agent(nn.Module):
         return PolicyState(latent, torch.zeros(batch, self.spec.action_dim, device=self.device))
 
     @torch.no_grad()
-    def act(self, obs: dict[str, np.ndarray], is_first: np.ndarray, state: PolicyState,
-            deterministic: bool = False) -> tuple[np.ndarray, PolicyState]:
+    def act(
+        self,
+        obs: dict[str, np.ndarray],
+        is_first: np.ndarray,
+        state: PolicyState,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, PolicyState]:
         """One policy step for ``N`` envs.
 
         Args:
@@ -153,12 +168,14 @@ class Agent(nn.Module):
         return action.cpu().numpy(), state
 
     @compiled(cuda_graphs=True)
-    def policy_step(self, obs: dict[str, Tensor], is_first: Tensor, state: PolicyState,
-                    deterministic: bool) -> tuple[Tensor, PolicyState]:
+    def policy_step(
+        self, obs: dict[str, Tensor], is_first: Tensor, state: PolicyState, deterministic: bool
+    ) -> tuple[Tensor, PolicyState]:
         """Encode ``obs {key: (N, ...)}``, filter, act: the tensor part of :meth:`act`."""
         embed = self.world_model.encoder(obs)  # (N, E)
         latent, _ = self.world_model.rssm.observe_step(
-            state.latent, state.action, embed, is_first, sample=not deterministic)
+            state.latent, state.action, embed, is_first, sample=not deterministic
+        )
         action = self.actor_critic.sample_action(latent.features(), deterministic)
         return action, PolicyState(latent, action)
 
@@ -166,8 +183,11 @@ class Agent(nn.Module):
     def empty_context(self, batch_size: int) -> Latents:
         """A replay context with no stored latents (every window starts from the zero state)."""
         m = self.cfg.model
-        return Latents(np.zeros((batch_size, m.deter), np.float16),
-                       np.zeros((batch_size, m.stoch), np.int16), np.zeros(batch_size, bool))
+        return Latents(
+            np.zeros((batch_size, m.deter), np.float16),
+            np.zeros((batch_size, m.stoch), np.int16),
+            np.zeros(batch_size, bool),
+        )
 
     def _context_state(self, context: Latents | None, window: Batch) -> tuple[State, Tensor]:
         """The filter's starting state ``(B, ...)`` and the window's ``is_first (B, T)``.
@@ -193,7 +213,8 @@ class Agent(nn.Module):
         Args:
             batch: ``(B, T)`` windows; with ``context``, ``(B, 1 + T)``: the first step only
                 supplies the starting state and is not trained on (official replay context).
-            context: the latents stored for each window's first step (``ReplayBuffer.read_latents``).
+            context: the latents stored for each window's first step
+                (``ReplayBuffer.read_latents``).
         Returns the metrics (``loss/...``, ``behavior/...``, ``grad_norm/...``), read with one
         device sync, and with a context the posterior latents to store back. Raises
         NonFiniteLossError naming the loss if any loss is NaN or Inf; that check uses the same
@@ -208,13 +229,18 @@ class Agent(nn.Module):
             start = posterior.detach().flatten_batch()  # (B·T, ...)
             start_continue = (~window.is_terminal).float().flatten()  # (B·T,)
             actor_loss, critic_loss, behavior, start_return = self.actor_critic.loss(
-                self.world_model, start, start_continue)
+                self.world_model, start, start_continue
+            )
             replay_scale = self.cfg.behavior.replay_value_scale
             if replay_scale:
                 # gradients reach the world model through the posterior features (repval_grad)
                 replay_loss, replay_metrics = self.actor_critic.replay_value_loss(
-                    posterior.features(), window.reward, window.is_last, window.is_terminal,
-                    start_return.view(window.reward.shape))
+                    posterior.features(),
+                    window.reward,
+                    window.is_last,
+                    window.is_terminal,
+                    start_return.view(window.reward.shape),
+                )
                 critic_loss = critic_loss + replay_scale * replay_loss
                 behavior = {**behavior, **replay_metrics, "loss/replay_value": replay_loss}
         losses = {"world_model": wm_loss, "actor": actor_loss, "critic": critic_loss}
@@ -236,9 +262,11 @@ class Agent(nn.Module):
         self.gradient_steps += 1
         stored = None
         if context is not None:  # the new posteriors become the stored latents of these steps
-            stored = Latents(posterior.deter.detach().to(torch.float16).cpu().numpy(),
-                             posterior.stoch.detach().argmax(-1).to(torch.int16).cpu().numpy(),
-                             np.ones(posterior.deter.shape[:2], bool))
+            stored = Latents(
+                posterior.deter.detach().to(torch.float16).cpu().numpy(),
+                posterior.stoch.detach().argmax(-1).to(torch.int16).cpu().numpy(),
+                np.ones(posterior.deter.shape[:2], bool),
+            )
         return Update(named, stored)
 
     # --- state registry (one source of truth for checkpoints) --------------------------------

@@ -42,7 +42,7 @@ def atomic_path(path: str | os.PathLike, sync: bool = False) -> Iterator[Path]:
 
 
 def _remove_stale_temps(path: Path) -> None:
-    """Delete ``.STEM.PID.tmpSUFFIX`` files beside ``path`` whose writer process no longer exists."""
+    """Delete ``.STEM.PID.tmpSUFFIX`` files beside ``path`` whose writer process is gone."""
     head, tail = f".{path.stem}.", f".tmp{path.suffix}"
     for stale in path.parent.glob(f"{glob.escape(head)}*{glob.escape(tail)}"):
         pid = stale.name[len(head) : -len(tail)]

@@ -27,7 +27,7 @@ def save_checkpoint(path: str | Path, payload: dict) -> None:
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """Read a checkpoint written by :func:`save_checkpoint`; raise CheckpointError naming the file."""
+    """Read a checkpoint written by :func:`save_checkpoint`; CheckpointError names the file."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
@@ -35,7 +35,9 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt or foreign files
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: corrupt or unreadable checkpoint ({reason[:200]})") from None
+        raise CheckpointError(
+            f"{path}: corrupt or unreadable checkpoint ({reason[:200]})"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: not a dreamer checkpoint (format version mismatch)")
     return payload
@@ -44,18 +46,22 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
 # --- the trained agent, as handed from train to evaluate ------------------------------------------
 def save_agent(path: str | Path, agent: Agent, extra: dict | None = None) -> None:
     """Write the agent's weights with what is needed to rebuild it (spec and config)."""
-    save_checkpoint(path, {
-        "kind": "agent",
-        "modules": agent.state_dict(),
-        "spec": agent.spec.to_dict(),
-        "config": agent.cfg.to_dict(),
-        "gradient_steps": agent.gradient_steps,
-        "extra": extra or {},
-    })
+    save_checkpoint(
+        path,
+        {
+            "kind": "agent",
+            "modules": agent.state_dict(),
+            "spec": agent.spec.to_dict(),
+            "config": agent.cfg.to_dict(),
+            "gradient_steps": agent.gradient_steps,
+            "extra": extra or {},
+        },
+    )
 
 
-def load_agent(path: str | Path, device: str | None = None,
-               env_id: str | None = None) -> tuple[Agent, dict]:
+def load_agent(
+    path: str | Path, device: str | None = None, env_id: str | None = None
+) -> tuple[Agent, dict]:
     """Rebuild an :class:`~dreamer.agent.Agent` from :func:`save_agent`'s file.
 
     Returns ``(agent, extra)``. Raises CheckpointError naming the file when it is not an agent,

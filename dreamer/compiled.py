@@ -71,8 +71,11 @@ def compile_marked(root: nn.Module, device: torch.device) -> list[str]:
             continue
         _COMPILED[module] = {  # unbound: a compiled function must not keep its module alive
             name: torch.compile(
-                mark.compiled_method, fullgraph=True, dynamic=False,
-                mode="reduce-overhead" if mark.cuda_graphs and device.type == "cuda" else None)
+                mark.compiled_method,
+                fullgraph=True,
+                dynamic=False,
+                mode="reduce-overhead" if mark.cuda_graphs and device.type == "cuda" else None,
+            )
             for name, mark in marked.items()
         }
         names += [f"{prefix}.{name}" if prefix else name for name in marked]
@@ -88,8 +91,10 @@ def check_compiler(device: torch.device) -> None:
     if device.type == "cpu":
         compiler = os.environ.get("CXX", "g++")
         if shutil.which(compiler) is None and shutil.which("clang++") is None:
-            raise CompileError(f"compile: true needs a C++ compiler for torch.compile on CPU "
-                               f"({compiler!r} not found); install g++ or set compile: false")
+            raise CompileError(
+                f"compile: true needs a C++ compiler for torch.compile on CPU "
+                f"({compiler!r} not found); install g++ or set compile: false"
+            )
 
 
 def use_cache_dir(folder: str | Path) -> Path:

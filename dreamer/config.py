@@ -53,7 +53,9 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
     # tiny, for tests (danijar's `debug` config)
     "debug": dict(deter=16, hidden=16, units=16, stoch=4, classes=4, depth=4, blocks=2, layers=1),
     # official current sizes (configs.yaml: size1m, size12m, size25m, size50m)
-    "size1m": dict(deter=512, hidden=64, units=64, stoch=32, classes=4, depth=4, blocks=8, layers=3),
+    "size1m": dict(
+        deter=512, hidden=64, units=64, stoch=32, classes=4, depth=4, blocks=8, layers=3
+    ),
     "size12m": dict(
         deter=2048, hidden=256, units=256, stoch=32, classes=16, depth=16, blocks=8, layers=3
     ),
@@ -64,10 +66,16 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
         deter=4096, hidden=512, units=512, stoch=32, classes=32, depth=32, blocks=8, layers=3
     ),
     # paper v1 (arXiv 2301.04104, table of model sizes); classes 32, 8 GRU blocks
-    "XS": dict(deter=256, hidden=256, units=256, stoch=32, classes=32, depth=24, blocks=8, layers=2),
+    "XS": dict(
+        deter=256, hidden=256, units=256, stoch=32, classes=32, depth=24, blocks=8, layers=2
+    ),
     "S": dict(deter=512, hidden=512, units=512, stoch=32, classes=32, depth=32, blocks=8, layers=2),
-    "M": dict(deter=1024, hidden=640, units=640, stoch=32, classes=32, depth=48, blocks=8, layers=3),
-    "L": dict(deter=2048, hidden=768, units=768, stoch=32, classes=32, depth=64, blocks=8, layers=4),
+    "M": dict(
+        deter=1024, hidden=640, units=640, stoch=32, classes=32, depth=48, blocks=8, layers=3
+    ),
+    "L": dict(
+        deter=2048, hidden=768, units=768, stoch=32, classes=32, depth=64, blocks=8, layers=4
+    ),
 }
 
 
@@ -327,8 +335,13 @@ def _expected(tp: Any, field: FieldInfo | None) -> str:
         return "one of " + ", ".join(map(repr, get_args(tp)))
     if issubclass(base, BaseModel):
         return "a mapping"
-    return {int: "an integer", float: "a float", bool: "a boolean", str: "a string",
-            dict: "a mapping"}[base]
+    return {
+        int: "an integer",
+        float: "a float",
+        bool: "a boolean",
+        str: "a string",
+        dict: "a mapping",
+    }[base]
 
 
 def _merge(base: dict, changes: dict) -> dict:
@@ -398,8 +411,11 @@ def _preset_entries(presets: dict) -> dict[str, tuple[str, Any]]:
 
     entries = {}
     for key, value in presets.items():
-        if (isinstance(value, dict) and not is_preset(value)
-                and any(is_preset(v) for v in value.values())):
+        if (
+            isinstance(value, dict)
+            and not is_preset(value)
+            and any(is_preset(v) for v in value.values())
+        ):
             for name, preset in value.items():
                 entries[f"{key}/{name}"] = (f"presets.{key}.{name}", preset)
         else:
@@ -432,7 +448,8 @@ def _check_budget(cfg: Config) -> None:
             f"training.env_steps: {t.env_steps} leaves no gradient step after warmup.steps "
             f"{cfg.warmup.steps} at train_ratio {t.train_ratio:g} (batch_size x batch_length "
             f"{t.batch_size * t.batch_length}, {env.num_envs} envs, action_repeat "
-            f"{env.action_repeat}); set at least {minimum}")
+            f"{env.action_repeat}); set at least {minimum}"
+        )
 
 
 def load_config(path: str | Path, changes: dict[str, Any] | None = None) -> Config:

@@ -57,7 +57,7 @@ class TwoHot:
         weighted = torch.softmax(self.logits, -1) * self.bins
         m = weighted.shape[-1] // 2
         if weighted.shape[-1] % 2:
-            middle, right = weighted[..., m], weighted[..., m + 1:]
+            middle, right = weighted[..., m], weighted[..., m + 1 :]
         else:
             middle, right = 0.0, weighted[..., m:]
         return middle + (weighted[..., :m].flip(-1) + right).sum(-1)
@@ -75,7 +75,7 @@ class TwoHot:
 
 
 def two_hot(y: Tensor, bins: Tensor) -> Tensor:
-    """Encode ``y`` (already in bin space) as weights on the two nearest ``bins``: ``(...,) → (..., K)``."""
+    """Encode ``y`` (in bin space) as weights on the two nearest ``bins``: ``(...,) → (..., K)``."""
     K = bins.shape[0]
     below, weight_above = _two_hot_index(y, bins)
     encoded = F.one_hot(below, K) * (1 - weight_above).unsqueeze(-1)

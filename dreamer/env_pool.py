@@ -43,8 +43,12 @@ class LocalEnvs:
         """``actions (N, A)`` → obs ``{key: (N, ...)}``, reward, terminated, truncated ``(N,)``."""
         results = [env.step(action) for env, action in zip(self.envs, actions)]
         obs = _stack_rows([r[0] for r in results], self.spec)
-        return (obs, np.array([r[1] for r in results], np.float64),
-                np.array([r[2] for r in results]), np.array([r[3] for r in results]))
+        return (
+            obs,
+            np.array([r[1] for r in results], np.float64),
+            np.array([r[2] for r in results]),
+            np.array([r[3] for r in results]),
+        )
 
     def random_actions(self) -> np.ndarray:
         return np.stack([env.random_action() for env in self.envs])
@@ -85,10 +89,14 @@ class _WorkerEnv(gymnasium.Env):
         threadpool_limits(1)
         self.env = DreamerEnv(cfg, seed)
         self.dreamer_spec = spec = self.env.spec
-        self.observation_space = spaces.Dict({
-            key: spaces.Box(0, 255, shape, np.uint8) if key in spec.image_keys
-            else spaces.Box(-np.inf, np.inf, shape, np.float32)
-            for key, shape in spec.obs_shapes.items()})
+        self.observation_space = spaces.Dict(
+            {
+                key: spaces.Box(0, 255, shape, np.uint8)
+                if key in spec.image_keys
+                else spaces.Box(-np.inf, np.inf, shape, np.float32)
+                for key, shape in spec.obs_shapes.items()
+            }
+        )
         self.action_space = spaces.Box(-np.inf, np.inf, (spec.action_dim,), np.float32)
 
     def reset(self, *, seed=None, options=None):  # seeding: DreamerEnv's own seed, first reset
@@ -139,8 +147,7 @@ class SubprocessEnvs:
         return obs
 
     def step(self, actions: np.ndarray):
-        obs, reward, terminated, truncated, _ = self._vector.step(
-            np.asarray(actions, np.float32))
+        obs, reward, terminated, truncated, _ = self._vector.step(np.asarray(actions, np.float32))
         return obs, np.asarray(reward, np.float64), terminated, truncated
 
     def random_actions(self) -> np.ndarray:

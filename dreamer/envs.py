@@ -80,6 +80,7 @@ class EnvSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EnvSpec:
         """Rebuild a spec from :meth:`to_dict` output (lists from JSON become tuples)."""
+
         def as_tuple(values):
             return None if values is None else tuple(float(v) for v in values)
 
@@ -258,7 +259,9 @@ def gym_spec(env_id: str) -> gymnasium.envs.registration.EnvSpec:
         raise EnvSpecError(f"env.id: module {module!r} of {env_id!r} is not installed")
     namespace = name.split("/")[0] if "/" in name else None
     if namespace and namespace not in {s.namespace for s in gymnasium.registry.values()}:
-        candidates = dict.fromkeys([NAMESPACE_PACKAGES.get(namespace), namespace, namespace.lower()])
+        candidates = dict.fromkeys(
+            [NAMESPACE_PACKAGES.get(namespace), namespace, namespace.lower()]
+        )
         if not any(_import_registering(m, env_id) for m in candidates if m):
             raise EnvSpecError(
                 f"env.id: unknown gymnasium namespace in {env_id!r} (no installed package "
@@ -399,8 +402,10 @@ class DreamerEnv:
         for field in self._obs_fields:
             if not field.is_image:
                 box = space if field.source is None else space[field.source]
-                bounds[field.key] = (np.asarray(box.low, np.float64).reshape(-1),
-                                     np.asarray(box.high, np.float64).reshape(-1))
+                bounds[field.key] = (
+                    np.asarray(box.low, np.float64).reshape(-1),
+                    np.asarray(box.high, np.float64).reshape(-1),
+                )
         return bounds
 
     def render(self) -> np.ndarray | None:

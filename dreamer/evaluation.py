@@ -65,12 +65,22 @@ def evaluate_agent(agent_path: str | Path, cfg: Config) -> tuple[Evaluation, dic
     episodes, video = cfg.evaluate.episodes, cfg.evaluate.video
     records, frames = evaluate(agent, cfg, episodes, record_video=video)
     return Evaluation(
-        records, evaluate_random(cfg, episodes), int(extra.get("env_steps", 0)),
-        agent.gradient_steps, frames, open_loop_frames(agent, cfg) if video else None), extra
+        records,
+        evaluate_random(cfg, episodes),
+        int(extra.get("env_steps", 0)),
+        agent.gradient_steps,
+        frames,
+        open_loop_frames(agent, cfg) if video else None,
+    ), extra
 
 
-def evaluate(agent: Agent, cfg: Config, episodes: int, record_video: bool = False,
-             max_video_frames: int = 1000) -> tuple[list[EpisodeRecord], np.ndarray | None]:
+def evaluate(
+    agent: Agent,
+    cfg: Config,
+    episodes: int,
+    record_video: bool = False,
+    max_video_frames: int = 1000,
+) -> tuple[list[EpisodeRecord], np.ndarray | None]:
     """Run ``episodes`` episodes with the agent's mode actions, each in a fresh env seeded
     ``seed + 10000 + i``.
 
@@ -79,8 +89,13 @@ def evaluate(agent: Agent, cfg: Config, episodes: int, record_video: bool = Fals
     """
     agent.eval()
     try:
-        return run_episodes(cfg, episodes, lambda envs: AgentPolicy(agent, deterministic=True),
-                            record_video, max_video_frames)
+        return run_episodes(
+            cfg,
+            episodes,
+            lambda envs: AgentPolicy(agent, deterministic=True),
+            record_video,
+            max_video_frames,
+        )
     finally:
         agent.train()
 
@@ -92,10 +107,14 @@ def evaluate_random(cfg: Config, episodes: int) -> list[EpisodeRecord]:
     return records
 
 
-def run_episodes(cfg: Config, episodes: int, make_policy: Callable[[LocalEnvs], Policy],
-                 record_video: bool = False, max_video_frames: int = 1000
-                 ) -> tuple[list[EpisodeRecord], np.ndarray | None]:
-    """``episodes`` seeded episodes, each with a fresh ``make_policy(envs)``; see :func:`evaluate`."""
+def run_episodes(
+    cfg: Config,
+    episodes: int,
+    make_policy: Callable[[LocalEnvs], Policy],
+    record_video: bool = False,
+    max_video_frames: int = 1000,
+) -> tuple[list[EpisodeRecord], np.ndarray | None]:
+    """``episodes`` seeded episodes, each with a fresh ``make_policy(envs)`` (:func:`evaluate`)."""
     records, frames = [], None
     for index in range(episodes):
         seed = eval_env_seed(cfg.seed, index)

@@ -5,7 +5,8 @@ This is the user's roadmap end to end: warm-up with a random policy (``collect_r
 the gradient steps those steps are owed (``train_ratio / (B·T)`` per agent step, i.e. per action,
 whatever ``action_repeat``: the official meaning),
 and calls hooks to log metrics, save checkpoints and stop. The envs are ``env.num_envs``
-:class:`~dreamer.envs.DreamerEnv`, in this process or in subprocesses (``dreamer.env_pool.make_envs``).
+:class:`~dreamer.envs.DreamerEnv`, in this process or in subprocesses
+(``dreamer.env_pool.make_envs``).
 """
 
 from __future__ import annotations
@@ -55,8 +56,9 @@ class Collector:
     With one env every step goes to the replay at once.
     """
 
-    def __init__(self, envs, replay: ReplayBuffer, seed: int, action_repeat: int = 1,
-                 fragment: int = 256):
+    def __init__(
+        self, envs, replay: ReplayBuffer, seed: int, action_repeat: int = 1, fragment: int = 256
+    ):
         self.envs, self.replay, self.seed = envs, replay, seed
         self.action_repeat, self.fragment = action_repeat, fragment
         self.env_steps = 0
@@ -117,8 +119,15 @@ class Collector:
             self._length[i] += 1
             self.env_steps += self.action_repeat
             if last:
-                records.append(EpisodeRecord(self.episodes, self.seed, self.env_steps,
-                                             int(self._length[i]), float(self._score[i])))
+                records.append(
+                    EpisodeRecord(
+                        self.episodes,
+                        self.seed,
+                        self.env_steps,
+                        int(self._length[i]),
+                        float(self._score[i]),
+                    )
+                )
                 self.episodes += 1
                 self.needs_reset[i] = True
         self.obs = obs
@@ -144,8 +153,9 @@ class AgentPolicy:
         return action
 
 
-def collect_random(envs, replay: ReplayBuffer, steps: int, seed: int,
-                   action_repeat: int = 1) -> tuple[Collector, list[EpisodeRecord]]:
+def collect_random(
+    envs, replay: ReplayBuffer, steps: int, seed: int, action_repeat: int = 1
+) -> tuple[Collector, list[EpisodeRecord]]:
     """Warm-up: ``steps`` env steps with a random policy. Returns the collector and its episodes."""
     collector = Collector(envs, replay, seed, action_repeat)
     policy, episodes = random_policy(envs), []
@@ -178,8 +188,15 @@ class Counters:
 class Trainer:
     """Act / store / train until ``training.env_steps``, with hooks for logging and checkpoints."""
 
-    def __init__(self, agent: Agent, envs, replay: ReplayBuffer, cfg: Config,
-                 start_env_steps: int = 0, start_episodes: int = 0):
+    def __init__(
+        self,
+        agent: Agent,
+        envs,
+        replay: ReplayBuffer,
+        cfg: Config,
+        start_env_steps: int = 0,
+        start_episodes: int = 0,
+    ):
         self.agent, self.envs, self.replay, self.cfg = agent, envs, replay, cfg
         self.rng = np.random.default_rng(cfg.seed + 1)  # replay sampling
         self.collector = Collector(envs, replay, cfg.seed, cfg.env.action_repeat)
@@ -191,9 +208,11 @@ class Trainer:
             replay.attach_latents(m.deter, m.stoch, m.classes)
         # Log and checkpoint at multiples of their intervals (comparable across runs).
         self.counters = Counters(
-            env_steps=start_env_steps, episodes=start_episodes,
+            env_steps=start_env_steps,
+            episodes=start_episodes,
             next_log=(start_env_steps // t.log_every + 1) * t.log_every,
-            next_checkpoint=(start_env_steps // t.checkpoint_every + 1) * t.checkpoint_every)
+            next_checkpoint=(start_env_steps // t.checkpoint_every + 1) * t.checkpoint_every,
+        )
         self._sums: dict[str, float] = defaultdict(float)
         self._count = 0
         self._last_log = (time.perf_counter(), agent.gradient_steps)
@@ -285,8 +304,10 @@ class Trainer:
             "sampler_rng": self.rng.bit_generator.state,
             "global_rng": rng_state(),
             "env_rng": self.envs.rng_state(),
-            "collector": {"env_steps": self.collector.env_steps,
-                          "episodes": self.collector.episodes},
+            "collector": {
+                "env_steps": self.collector.env_steps,
+                "episodes": self.collector.episodes,
+            },
         }
 
     def load_training_state(self, state: dict) -> None:

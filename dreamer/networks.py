@@ -92,10 +92,16 @@ class NormLayer(nn.Sequential):
 
 
 class MLP(nn.Sequential):
-    """``layers`` hidden NormLayers of width ``units``; optional linear output of ``out`` features."""
+    """``layers`` hidden NormLayers of width ``units``; an optional linear output of ``out``."""
 
-    def __init__(self, in_features: int, units: int, layers: int, out: int | None = None,
-                 out_scale: float = 1.0):
+    def __init__(
+        self,
+        in_features: int,
+        units: int,
+        layers: int,
+        out: int | None = None,
+        out_scale: float = 1.0,
+    ):
         modules = []
         for i in range(layers):
             modules.append(NormLayer(in_features if i == 0 else units, units))
@@ -108,7 +114,8 @@ class MLP(nn.Sequential):
 class BlockLinear(nn.Module):
     """Block-diagonal linear map: ``G`` independent ``in/G → out/G`` maps on grouped features.
 
-    Input ``(..., G, in/G)`` → output ``(..., G, out/G)``. With G = 8 this costs 1/8 of a dense layer,
+    Input ``(..., G, in/G)`` → output ``(..., G, out/G)``. With G = 8 this costs 1/8 of a dense
+    layer,
     which is what makes the official GRU cheap in imagination.
     """
 
@@ -129,13 +136,15 @@ class BlockGRU(nn.Module):
     The previous latent, action and recurrent state are each embedded (NormLayer of ``hidden``), the
     embedding is broadcast to every group and concatenated to that group's slice of the state, then
     one block-linear layer, RMSNorm over the whole state and SiLU, then a block-linear gate layer
-    update each group. The update gate is biased by −1 so the state is mostly kept early in training.
+    update each group. The update gate is biased by −1 so the state is mostly kept early in
+    training.
     Actions are divided by max(1, |a|) (no gradient) as in the official core, since imagined
     continuous actions are unclipped samples.
 
     The concatenation ``[state_g, embedding] @ W_g`` is computed as ``state_g @ W_state_g +
     embedding @ W_input[:, g]``: the same function, but the embedding's part is one dense matmul for
-    all groups instead of ``blocks`` copies of the embedding (saves a (N, G, 3·hidden) copy per step).
+    all groups instead of ``blocks`` copies of the embedding (saves a (N, G, 3·hidden) copy per
+    step).
     """
 
     def __init__(self, deter: int, stoch_flat: int, action_dim: int, hidden: int, blocks: int):
@@ -196,7 +205,7 @@ def _conv(in_channels: int, out_channels: int) -> Conv2d:
 
 
 class ImageEncoder(nn.Module):
-    """uint8 ``(N, H, W, C)`` → x/255 − 0.5 → 4 stages of k5 conv, 2×2 max-pool, RMSNorm, SiLU → flat.
+    """uint8 image ``(N, H, W, C)`` → x/255 − 0.5 → 4 × (k5 conv, 2×2 max-pool, RMSNorm, SiLU).
 
     As the official encoder (``kernel: 5, strided: False``): channels depth × [2, 3, 4, 4], each
     stage halves the resolution with a max-pool, so 64² ends at 4².
@@ -209,8 +218,12 @@ class ImageEncoder(nn.Module):
             raise ValueError(f"image size {H}×{W} must be divisible by 16 for the CNN encoder")
         layers, channels = [], C
         for mult in CNN_MULTIPLIERS:
-            layers += [_conv(channels, depth * mult), nn.MaxPool2d(2), ChannelNorm(depth * mult),
-                       nn.SiLU()]
+            layers += [
+                _conv(channels, depth * mult),
+                nn.MaxPool2d(2),
+                ChannelNorm(depth * mult),
+                nn.SiLU(),
+            ]
             channels = depth * mult
         self.net = nn.Sequential(*layers)
         self.out_features = channels * (H // 16) * (W // 16)
@@ -230,8 +243,9 @@ class ImageDecoder(nn.Module):
     constant that would dominate the loss plot).
     """
 
-    def __init__(self, deter: int, stoch_flat: int, image_shape: tuple[int, int, int], depth: int,
-                 units: int):
+    def __init__(
+        self, deter: int, stoch_flat: int, image_shape: tuple[int, int, int], depth: int, units: int
+    ):
         super().__init__()
         H, W, C = image_shape
         self.start_shape = (depth * CNN_MULTIPLIERS[-1], H // 16, W // 16)  # (C0, h, w)
@@ -249,8 +263,12 @@ class ImageDecoder(nn.Module):
         self.start_norm = ChannelNorm(channels)
         layers = []
         for mult in reversed(CNN_MULTIPLIERS[:-1]):
-            layers += [nn.Upsample(scale_factor=2), _conv(channels, depth * mult),
-                       ChannelNorm(depth * mult), nn.SiLU()]
+            layers += [
+                nn.Upsample(scale_factor=2),
+                _conv(channels, depth * mult),
+                ChannelNorm(depth * mult),
+                nn.SiLU(),
+            ]
             channels = depth * mult
         layers += [nn.Upsample(scale_factor=2), _conv(channels, C), nn.Sigmoid()]
         self.net = nn.Sequential(*layers)
@@ -266,13 +284,22 @@ class ImageDecoder(nn.Module):
 
 
 class Encoder(nn.Module):
-    """All observation keys → one embedding ``(..., E)``: vectors via symlog + MLP, images via CNN."""
+    """All observation keys → one embedding ``(..., E)``: vectors by symlog + MLP, images by CNN."""
 
-    def __init__(self, obs_shapes: dict[str, tuple[int, ...]], image_keys, vector_keys,
-                 units: int, layers: int, depth: int):
+    def __init__(
+        self,
+        obs_shapes: dict[str, tuple[int, ...]],
+        image_keys,
+        vector_keys,
+        units: int,
+        layers: int,
+        depth: int,
+    ):
         super().__init__()
         self.image_keys, self.vector_keys = tuple(image_keys), tuple(vector_keys)
-        self.images = nn.ModuleDict({k: ImageEncoder(obs_shapes[k], depth) for k in self.image_keys})
+        self.images = nn.ModuleDict(
+            {k: ImageEncoder(obs_shapes[k], depth) for k in self.image_keys}
+        )
         vector_dim = sum(obs_shapes[k][0] for k in self.vector_keys)
         self.vector = MLP(vector_dim, units, max(layers, 1)) if self.vector_keys else None
         self.out_features = sum(m.out_features for m in self.images.values())
@@ -295,17 +322,30 @@ class Decoder(nn.Module):
     """feat ``(..., D + S·C)`` → reconstruction loss per step. Vectors: symlog-MSE; images: MSE of
     a sigmoid output against x/255, summed over pixels (official)."""
 
-    def __init__(self, deter: int, stoch_flat: int, obs_shapes, image_keys, vector_keys,
-                 units: int, layers: int, depth: int):
+    def __init__(
+        self,
+        deter: int,
+        stoch_flat: int,
+        obs_shapes,
+        image_keys,
+        vector_keys,
+        units: int,
+        layers: int,
+        depth: int,
+    ):
         super().__init__()
         self.image_keys, self.vector_keys = tuple(image_keys), tuple(vector_keys)
         self.vector_sizes = [obs_shapes[k][0] for k in self.vector_keys]
         self.vector = (
             MLP(deter + stoch_flat, units, max(layers, 1), out=sum(self.vector_sizes))
-            if self.vector_keys else None
+            if self.vector_keys
+            else None
         )
         self.images = nn.ModuleDict(
-            {k: ImageDecoder(deter, stoch_flat, obs_shapes[k], depth, units) for k in self.image_keys}
+            {
+                k: ImageDecoder(deter, stoch_flat, obs_shapes[k], depth, units)
+                for k in self.image_keys
+            }
         )
 
     def predict(self, feat: Tensor) -> dict[str, Tensor]:

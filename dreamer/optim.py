@@ -71,16 +71,22 @@ class Optimizer:
 
     def __init__(self, modules: dict[str, nn.Module], cfg: TrainingConfig):
         self.cfg = cfg
-        self.params = {role: [p for p in m.parameters() if p.requires_grad]
-                       for role, m in modules.items()}
+        self.params = {
+            role: [p for p in m.parameters() if p.requires_grad] for role, m in modules.items()
+        }
         if cfg.optimizer == "laprop":
             groups = [{"params": [p for ps in self.params.values() for p in ps], "base_lr": cfg.lr}]
             self.optimizer = LaProp(groups, lr=cfg.lr)
         else:
-            groups = [{"params": self.params[role],
-                       "base_lr": cfg.lr if role == "world_model" else 0.3 * cfg.lr,
-                       "eps": 1e-8 if role == "world_model" else 1e-5, "role": role}
-                      for role in self.params]
+            groups = [
+                {
+                    "params": self.params[role],
+                    "base_lr": cfg.lr if role == "world_model" else 0.3 * cfg.lr,
+                    "eps": 1e-8 if role == "world_model" else 1e-5,
+                    "role": role,
+                }
+                for role in self.params
+            ]
             self.optimizer = torch.optim.Adam(groups, lr=cfg.lr, foreach=True)
         self.steps = 0
 

@@ -24,10 +24,10 @@ stored steps in insertion order and inside one stream; a window never spans the 
 (between the newest and the oldest step). With several envs each env's steps enter the ring in
 runs (``loop.Collector``) and windows are redrawn until they lie inside one run; only while no run
 is long enough yet (a short warm-up) does a window keep its draw, and it then reads as two
-episodes at the change of stream (:meth:`ReplayBuffer.gather`). Windows may cross episode boundaries — the world
-model resets its state wherever ``is_first`` is set — and ``is_first`` is forced to True at
-position 0 of every window, because the model has no context from before the window and must
-start from its initial state there.
+episodes at the change of stream (:meth:`ReplayBuffer.gather`). Windows may cross episode
+boundaries — the world model resets its state wherever ``is_first`` is set — and ``is_first``
+is forced to True at position 0 of every window, because the model has no context from before
+the window and must start from its initial state there.
 ``action[0]`` and ``reward[0]`` of a window that starts mid-episode keep their stored values; the
 model ignores the action at ``is_first`` steps.
 
@@ -90,27 +90,44 @@ class Batch(NamedTuple):
 
         ``non_blocking`` copies from pinned memory (``ReplayBuffer.sample(pin_memory=True)``)
         overlap with the device's work instead of waiting for it."""
-        return Batch(*(
-            {k: v.to(device, non_blocking=non_blocking) for k, v in field.items()}
-            if isinstance(field, dict) else field.to(device, non_blocking=non_blocking)
-            for field in self
-        ))
+        return Batch(
+            *(
+                {k: v.to(device, non_blocking=non_blocking) for k, v in field.items()}
+                if isinstance(field, dict)
+                else field.to(device, non_blocking=non_blocking)
+                for field in self
+            )
+        )
 
     def from_step(self, k: int) -> Batch:
         """Steps ``k…T−1`` of every window (views), flags as stored."""
-        return Batch(*({key: v[:, k:] for key, v in field.items()}
-                       if isinstance(field, dict) else field[:, k:] for field in self))
+        return Batch(
+            *(
+                {key: v[:, k:] for key, v in field.items()}
+                if isinstance(field, dict)
+                else field[:, k:]
+                for field in self
+            )
+        )
 
     @classmethod
     def zeros(cls, spec: EnvSpec, batch_size: int, length: int) -> Batch:
-        """An all-zero batch of the stored dtypes, with ``is_first`` at ``t = 0`` (for compiling)."""
+        """An all-zero batch of the stored dtypes, ``is_first`` at ``t = 0`` (for compiling)."""
         B, T = batch_size, length
-        arrays = {name: torch.zeros((B, T, *shape), dtype=_TORCH_DTYPES[dtype])
-                  for name, (shape, dtype) in _layout(spec).items()}
+        arrays = {
+            name: torch.zeros((B, T, *shape), dtype=_TORCH_DTYPES[dtype])
+            for name, (shape, dtype) in _layout(spec).items()
+        }
         arrays["is_first"][:, 0] = True
-        obs = {name[len("obs/"):]: v for name, v in arrays.items() if name.startswith("obs/")}
-        return cls(obs, arrays["action"], arrays["reward"], arrays["is_first"],
-                   arrays["is_last"], arrays["is_terminal"])
+        obs = {name[len("obs/") :]: v for name, v in arrays.items() if name.startswith("obs/")}
+        return cls(
+            obs,
+            arrays["action"],
+            arrays["reward"],
+            arrays["is_first"],
+            arrays["is_last"],
+            arrays["is_terminal"],
+        )
 
 
 class Latents(NamedTuple):
@@ -125,8 +142,12 @@ class Latents(NamedTuple):
     valid: np.ndarray
 
 
-_TORCH_DTYPES = {np.dtype(np.uint8): torch.uint8, np.dtype(np.float32): torch.float32,
-                 np.dtype(np.bool_): torch.bool, np.dtype(np.int16): torch.int16}
+_TORCH_DTYPES = {
+    np.dtype(np.uint8): torch.uint8,
+    np.dtype(np.float32): torch.float32,
+    np.dtype(np.bool_): torch.bool,
+    np.dtype(np.int16): torch.int16,
+}
 
 
 def _layout(spec: EnvSpec) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -154,8 +175,9 @@ class ReplayBuffer:
 
     def __init__(self, spec: EnvSpec, capacity: int, chunk_size: int = 4096):
         if capacity < 1 or chunk_size < 1:
-            raise ValueError(f"replay: capacity and chunk_size must be positive, got "
-                             f"{capacity} and {chunk_size}")
+            raise ValueError(
+                f"replay: capacity and chunk_size must be positive, got {capacity} and {chunk_size}"
+            )
         self.spec = spec
         self.capacity = capacity
         self.chunk_size = chunk_size
@@ -255,8 +277,9 @@ class ReplayBuffer:
         """Physical index of the oldest stored step."""
         return self._cursor if self._size == self.capacity else 0
 
-    def sample(self, batch_size: int, length: int, rng: np.random.Generator,
-               pin_memory: bool = False) -> Batch:
+    def sample(
+        self, batch_size: int, length: int, rng: np.random.Generator, pin_memory: bool = False
+    ) -> Batch:
         """Uniformly sample ``batch_size`` windows of ``length`` contiguous steps.
 
         Args:
@@ -273,8 +296,10 @@ class ReplayBuffer:
     def sample_index(self, batch_size: int, length: int, rng: np.random.Generator) -> np.ndarray:
         """Physical indices ``(B, T)`` of uniformly drawn windows (see :meth:`sample`)."""
         if batch_size < 1 or length < 1:
-            raise ValueError(f"replay.sample: batch_size and length must be positive, got "
-                             f"{batch_size} and {length}")
+            raise ValueError(
+                f"replay.sample: batch_size and length must be positive, got "
+                f"{batch_size} and {length}"
+            )
         if self._size < length:
             raise ValueError(
                 f"replay.sample: need at least {length} stored steps for windows of length "
@@ -361,7 +386,8 @@ class ReplayBuffer:
         drop = self._total_steps - total_steps
         if drop < 0 or drop > self._size or (self._total_steps > self.capacity and drop > 0):
             raise ReplayError(
-                f"replay: cannot roll back from {self._total_steps} to {total_steps} steps")
+                f"replay: cannot roll back from {self._total_steps} to {total_steps} steps"
+            )
         self._cursor = (self._cursor - drop) % self.capacity
         self._size -= drop
         self._total_steps = total_steps
@@ -376,16 +402,20 @@ class ReplayBuffer:
         """Keep an RSSM state per stored step: ``deter (D,)`` as float16 (the GRU state is bounded;
         the official code keeps it in bfloat16) and ``stoch (S,)`` as class indices of the one-hot
         latents. Memory: ``2·D + 2·S + 1`` bytes per step, mapped lazily like the steps."""
-        shapes = {"deter": ((deter,), np.float16), "stoch": ((stoch,), np.int16),
-                  "valid": ((), np.bool_)}
+        shapes = {
+            "deter": ((deter,), np.float16),
+            "stoch": ((stoch,), np.int16),
+            "valid": ((), np.bool_),
+        }
         if classes > np.iinfo(np.int16).max:
             raise ValueError(f"replay: {classes} latent classes do not fit int16 indices")
         if self._latents is not None:
             if all(self._latents[k].shape[1:] == shape for k, (shape, _) in shapes.items()):
                 return
             raise ValueError("replay: latents already attached with other sizes")
-        self._latents = {k: np.zeros((self.capacity, *shape), dtype)
-                         for k, (shape, dtype) in shapes.items()}
+        self._latents = {
+            k: np.zeros((self.capacity, *shape), dtype) for k, (shape, dtype) in shapes.items()
+        }
 
     def read_latents(self, index: np.ndarray) -> Latents:
         """The stored latents at physical ``index (B,)``; ``valid`` False where there are none."""
@@ -411,8 +441,10 @@ class ReplayBuffer:
         if self._latents is None or not state:
             return
         if len(state["valid"]) != self._size:
-            raise ReplayError(f"replay: checkpoint holds latents for {len(state['valid'])} steps, "
-                              f"the replay {self._size}")
+            raise ReplayError(
+                f"replay: checkpoint holds latents for {len(state['valid'])} steps, "
+                f"the replay {self._size}"
+            )
         order = (self._oldest() + np.arange(self._size)) % self.capacity
         for k, v in state.items():
             self._latents[k][order] = v.numpy()
@@ -488,7 +520,8 @@ class ReplayBuffer:
         stored_spec = EnvSpec.from_dict(meta["spec"])
         if spec is not None and spec != stored_spec:
             field = next(
-                f.name for f in dataclasses.fields(EnvSpec)
+                f.name
+                for f in dataclasses.fields(EnvSpec)
                 if getattr(spec, f.name) != getattr(stored_spec, f.name)
             )
             raise ReplayError(
@@ -500,8 +533,10 @@ class ReplayBuffer:
         buffer._total_steps = meta["total_steps"]
         expected = {CHUNK_PATTERN.format(c): c for c in buffer._used_chunks()}
         if set(meta["chunks"]) != set(expected):
-            raise ReplayError(f"{meta_path}: corrupt replay metadata (chunks "
-                              f"{sorted(meta['chunks'])} do not cover the {meta['size']} steps)")
+            raise ReplayError(
+                f"{meta_path}: corrupt replay metadata (chunks "
+                f"{sorted(meta['chunks'])} do not cover the {meta['size']} steps)"
+            )
         for name, chunk in expected.items():
             entry = meta["chunks"][name]
             start, rows = chunk * buffer.chunk_size, buffer._chunk_rows(chunk)

@@ -54,24 +54,41 @@ def read_meta(meta_path: Path) -> dict:
         meta = json.loads(meta_path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ReplayError(f"{meta_path}: corrupt replay metadata ({exc})") from None
-    required = ("format_version", "spec", "capacity", "chunk_size", "size", "cursor",
-                "total_steps", "chunks")
+    required = (
+        "format_version",
+        "spec",
+        "capacity",
+        "chunk_size",
+        "size",
+        "cursor",
+        "total_steps",
+        "chunks",
+    )
     missing = [key for key in required if not isinstance(meta, dict) or key not in meta]
     if missing:
         raise ReplayError(f"{meta_path}: corrupt replay metadata (missing {missing[0]!r})")
     if meta["format_version"] != FORMAT_VERSION:
-        raise ReplayError(f"{meta_path}: replay format version {meta['format_version']}, "
-                          f"this code reads {FORMAT_VERSION}")
+        raise ReplayError(
+            f"{meta_path}: replay format version {meta['format_version']}, "
+            f"this code reads {FORMAT_VERSION}"
+        )
     capacity, size, cursor = meta["capacity"], meta["size"], meta["cursor"]
     counts = (capacity, meta["chunk_size"], size, cursor, meta["total_steps"])
     consistent = (
-        all(isinstance(n, int) for n in counts) and capacity > 0 and meta["chunk_size"] > 0
-        and 0 <= size <= capacity and 0 <= cursor < capacity and meta["total_steps"] >= size
-        and (size == capacity or cursor == size) and isinstance(meta["chunks"], dict)
+        all(isinstance(n, int) for n in counts)
+        and capacity > 0
+        and meta["chunk_size"] > 0
+        and 0 <= size <= capacity
+        and 0 <= cursor < capacity
+        and meta["total_steps"] >= size
+        and (size == capacity or cursor == size)
+        and isinstance(meta["chunks"], dict)
     )
     if not consistent:
-        raise ReplayError(f"{meta_path}: corrupt replay metadata (capacity {capacity}, size "
-                          f"{size}, cursor {cursor}, total_steps {meta['total_steps']})")
+        raise ReplayError(
+            f"{meta_path}: corrupt replay metadata (capacity {capacity}, size "
+            f"{size}, cursor {cursor}, total_steps {meta['total_steps']})"
+        )
     try:
         EnvSpec.from_dict(meta["spec"])
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
@@ -98,8 +115,10 @@ def read_chunk(
                 member = io.BytesIO(archive.read(f"{name}.npy"))
                 array = np.lib.format.read_array(member, allow_pickle=False)
                 if array.shape != (rows, *shape) or array.dtype != dtype:
-                    raise ReplayError(f"{path}: {name} is {array.dtype}{array.shape}, expected "
-                                      f"{dtype}{(rows, *shape)}")
+                    raise ReplayError(
+                        f"{path}: {name} is {array.dtype}{array.shape}, expected "
+                        f"{dtype}{(rows, *shape)}"
+                    )
                 arrays[name] = array
         return arrays
     except ReplayError:

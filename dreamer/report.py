@@ -21,8 +21,9 @@ from .seeding import eval_env_seed
 CONTEXT, HORIZON = 5, 45  # observed and imagined frames (the official report's 5 + 45)
 
 
-def open_loop_frames(agent: Agent, cfg: Config, context: int = CONTEXT,
-                     horizon: int = HORIZON) -> np.ndarray | None:
+def open_loop_frames(
+    agent: Agent, cfg: Config, context: int = CONTEXT, horizon: int = HORIZON
+) -> np.ndarray | None:
     """Frames ``(T, H, 3·W, 3)`` uint8 of [real | predicted | difference] for the first image key.
 
     The episode is the first evaluation episode (seed ``seed + 10000``, deterministic actions),
@@ -47,11 +48,17 @@ def open_loop_frames(agent: Agent, cfg: Config, context: int = CONTEXT,
     arrays = {k: v[:steps] for k, v in replay.arrays().items()}
     T = len(arrays["action"])
     device = agent.device
-    obs = {k[len("obs/"):]: torch.as_tensor(v[None], device=device)
-           for k, v in arrays.items() if k.startswith("obs/")}
+    obs = {
+        k[len("obs/") :]: torch.as_tensor(v[None], device=device)
+        for k, v in arrays.items()
+        if k.startswith("obs/")
+    }
     predicted = agent.world_model.open_loop(
-        obs, torch.as_tensor(arrays["action"][None], device=device),
-        torch.as_tensor(arrays["is_first"][None], device=device), min(context, T))
+        obs,
+        torch.as_tensor(arrays["action"][None], device=device),
+        torch.as_tensor(arrays["is_first"][None], device=device),
+        min(context, T),
+    )
     real = arrays[f"obs/{key}"].astype(np.float32)  # (T, H, W, C)
     model = predicted[key][0].cpu().numpy()
     difference = (model - real) / 2 + 128

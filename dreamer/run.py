@@ -33,8 +33,17 @@ from .replay import ReplayBuffer
 from .seeding import seed_everything, train_env_seed
 
 # The params sections a training run depends on: a checkpoint resumes only if these match.
-RESUME_SECTIONS = ("seed", "precision", "compile", "env", "warmup", "model", "world_model",
-                   "behavior", "training")
+RESUME_SECTIONS = (
+    "seed",
+    "precision",
+    "compile",
+    "env",
+    "warmup",
+    "model",
+    "world_model",
+    "behavior",
+    "training",
+)
 
 
 # --- warm-up --------------------------------------------------------------------------------------
@@ -73,8 +82,9 @@ class WarmupMeta:
             data = json.loads(path.read_text())
             return cls(**{**data, "spec": EnvSpec.from_dict(data["spec"])})
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise CheckpointError(f"{path}: missing or corrupt warm-up metadata "
-                                  f"({type(exc).__name__}: {exc})") from None
+            raise CheckpointError(
+                f"{path}: missing or corrupt warm-up metadata ({type(exc).__name__}: {exc})"
+            ) from None
 
 
 def collect_warmup(cfg: Config) -> Warmup:
@@ -85,17 +95,26 @@ def collect_warmup(cfg: Config) -> Warmup:
         # Agent steps (the last round of N envs may overshoot by N − 1); resets add one each.
         steps = cfg.warmup.steps // cfg.env.action_repeat + envs.num_envs
         replay = ReplayBuffer(envs.spec, capacity=2 * steps + 2)
-        collector, records = collect_random(envs, replay, cfg.warmup.steps, cfg.seed,
-                                            cfg.env.action_repeat)
-        return Warmup(envs.spec, replay, collector.env_steps, len(records), records,
-                      envs.vector_bounds())
+        collector, records = collect_random(
+            envs, replay, cfg.warmup.steps, cfg.seed, cfg.env.action_repeat
+        )
+        return Warmup(
+            envs.spec, replay, collector.env_steps, len(records), records, envs.vector_bounds()
+        )
 
 
 def save_warmup(folder: Path, warmup: Warmup, cfg: Config, extra: dict | None = None) -> WarmupMeta:
     """Write ``folder/replay/`` and ``folder/meta.json`` (into a folder the caller swaps in)."""
     warmup.replay.save(folder / "replay")
-    meta = WarmupMeta(cfg.env.id, cfg.seed, warmup.env_steps, warmup.episodes,
-                      warmup.replay.total_steps, warmup.spec, extra or {})
+    meta = WarmupMeta(
+        cfg.env.id,
+        cfg.seed,
+        warmup.env_steps,
+        warmup.episodes,
+        warmup.replay.total_steps,
+        warmup.spec,
+        extra or {},
+    )
     write_text(folder / "meta.json", meta.to_json())
     return meta
 
@@ -104,8 +123,10 @@ def load_warmup(folder: Path, cfg: Config) -> tuple[WarmupMeta, Warmup]:
     """Read a warm-up folder; a folder collected for another env id or seed is refused."""
     meta = WarmupMeta.read(folder / "meta.json")
     if meta.env_id != cfg.env.id or meta.seed != cfg.seed:
-        raise CheckpointError(f"{folder / 'meta.json'}: warm-up was collected for {meta.env_id} "
-                              f"seed {meta.seed}, params say {cfg.env.id} seed {cfg.seed}")
+        raise CheckpointError(
+            f"{folder / 'meta.json'}: warm-up was collected for {meta.env_id} "
+            f"seed {meta.seed}, params say {cfg.env.id} seed {cfg.seed}"
+        )
     replay = ReplayBuffer.load(folder / "replay", meta.spec)
     return meta, Warmup(meta.spec, replay, meta.env_steps, meta.episodes)
 
@@ -129,9 +150,14 @@ class TrainingRun:
             raise CheckpointError(f"the warm-up replay's env spec differs from {cfg.env.id}'s")
         self.agent = Agent(warmup.spec, cfg)
         self.replay = ReplayBuffer(warmup.spec, cfg.training.replay_capacity)
-        self.trainer = Trainer(self.agent, self.envs, self.replay, cfg,
-                               start_env_steps=warmup.env_steps,
-                               start_episodes=warmup.episodes)
+        self.trainer = Trainer(
+            self.agent,
+            self.envs,
+            self.replay,
+            cfg,
+            start_env_steps=warmup.env_steps,
+            start_episodes=warmup.episodes,
+        )
         self.compile_seconds = self.trainer.compile()
         self._warmup_replay: ReplayBuffer | None = warmup.replay
         self.curves: dict[str, list[dict]] = {"returns": [], "losses": []}
@@ -186,15 +212,19 @@ class TrainingRun:
         def on_checkpoint(trainer: Trainer) -> None:
             if self.checkpoint is not None:
                 self.replay.save(self.checkpoint / "replay")
-                save_checkpoint(self.checkpoint / "state.pt", {
-                    "config_hash": self.config_hash, "trainer": trainer.training_state(),
-                    "curves": self.curves})
+                save_checkpoint(
+                    self.checkpoint / "state.pt",
+                    {
+                        "config_hash": self.config_hash,
+                        "trainer": trainer.training_state(),
+                        "curves": self.curves,
+                    },
+                )
             if hooks.on_checkpoint:
                 hooks.on_checkpoint(trainer)
 
         with self.envs:
-            return self.trainer.run(Hooks(on_episode, on_metrics, on_checkpoint,
-                                          hooks.should_stop))
+            return self.trainer.run(Hooks(on_episode, on_metrics, on_checkpoint, hooks.should_stop))
 
     def summary(self) -> dict[str, Any]:
         """``train/*`` figures of the run and the last logged ``loss/*`` values."""

@@ -61,14 +61,15 @@ class RSSM(nn.Module):
         self.S, self.C, self.unimix = cfg.stoch, cfg.classes, cfg.unimix
         self.deter_dim = cfg.deter
         self.core = BlockGRU(cfg.deter, cfg.stoch * cfg.classes, action_dim, cfg.hidden, cfg.blocks)
-        # prior p(z | h): two hidden layers (official imglayers 2); posterior q(z | h, e): one layer.
+        # prior p(z | h): two hidden layers (official imglayers 2); posterior q(z | h, e): one.
         self.prior_net = MLP(cfg.deter, cfg.hidden, 2, out=cfg.stoch * cfg.classes)
-        self.posterior_net = MLP(cfg.deter + embed_dim, cfg.hidden, 1,
-                                 out=cfg.stoch * cfg.classes)
+        self.posterior_net = MLP(cfg.deter + embed_dim, cfg.hidden, 1, out=cfg.stoch * cfg.classes)
 
     def initial(self, batch: int, device) -> State:
-        return State(torch.zeros(batch, self.deter_dim, device=device),
-                     torch.zeros(batch, self.S, self.C, device=device))
+        return State(
+            torch.zeros(batch, self.deter_dim, device=device),
+            torch.zeros(batch, self.S, self.C, device=device),
+        )
 
     def _log_probs(self, logits: Tensor) -> Tensor:
         return unimix_logits(logits.unflatten(-1, (self.S, self.C)), self.unimix)
@@ -85,8 +86,9 @@ class RSSM(nn.Module):
             deter, stoch, action = deter * keep, stoch * keep.unsqueeze(-1), action * keep
         return self.core(deter, stoch.flatten(-2), action)
 
-    def observe_step(self, state: State, action: Tensor, embed: Tensor, is_first: Tensor,
-                     sample: bool = True) -> tuple[State, Tensor]:
+    def observe_step(
+        self, state: State, action: Tensor, embed: Tensor, is_first: Tensor, sample: bool = True
+    ) -> tuple[State, Tensor]:
         """One filtering step ``(N, ...)``: returns the posterior state and its log-probs."""
         deter = self.step(state, action, is_first)
         log_probs = self._log_probs(self.posterior_net(torch.cat([deter, embed], -1)))
@@ -98,8 +100,9 @@ class RSSM(nn.Module):
         deter = self.step(state, action)
         return State(deter, straight_through_sample(self.prior_log_probs(deter)))
 
-    def observe(self, embed: Tensor, action: Tensor, is_first: Tensor,
-                state: State | None = None) -> tuple[State, Tensor]:
+    def observe(
+        self, embed: Tensor, action: Tensor, is_first: Tensor, state: State | None = None
+    ) -> tuple[State, Tensor]:
         """Filter a sequence.
 
         Args:
@@ -114,13 +117,15 @@ class RSSM(nn.Module):
         if state is None:
             state = self.initial(B, embed.device)
         if torch.is_grad_enabled():  # so step 0 runs the same compiled graph as the others
-            state = State(state.deter.detach().requires_grad_(),
-                          state.stoch.detach().requires_grad_())
+            state = State(
+                state.deter.detach().requires_grad_(), state.stoch.detach().requires_grad_()
+            )
         deters, stochs, posteriors = [], [], []
         for t in range(0, T, FILTER_BLOCK):
             block = slice(t, t + FILTER_BLOCK)
             state, (deter, stoch, log_probs) = self.observe_block(
-                state, action[:, block], embed[:, block], is_first[:, block])
+                state, action[:, block], embed[:, block], is_first[:, block]
+            )
             deters.append(deter)
             stochs.append(stoch)
             posteriors.append(log_probs)
@@ -128,8 +133,9 @@ class RSSM(nn.Module):
         return states, torch.cat(posteriors, 1)
 
     @compiled
-    def observe_block(self, state: State, action: Tensor, embed: Tensor, is_first: Tensor
-                      ) -> tuple[State, tuple[Tensor, Tensor, Tensor]]:
+    def observe_block(
+        self, state: State, action: Tensor, embed: Tensor, is_first: Tensor
+    ) -> tuple[State, tuple[Tensor, Tensor, Tensor]]:
         """:meth:`observe_step` over ``k`` steps ``(B, k, ...)``, as one compiled graph.
 
         The filter is sequential and its steps are small (B rows): compiled one step at a time,
@@ -153,12 +159,21 @@ class WorldModel(nn.Module):
         super().__init__()
         self.loss_cfg = loss_cfg
         m = model_cfg
-        self.encoder = Encoder(spec.obs_shapes, spec.image_keys, spec.vector_keys, m.units,
-                               m.layers, m.depth)
+        self.encoder = Encoder(
+            spec.obs_shapes, spec.image_keys, spec.vector_keys, m.units, m.layers, m.depth
+        )
         self.rssm = RSSM(m, self.encoder.out_features, spec.action_dim)
         feature_dim = m.feature_dim
-        self.decoder = Decoder(m.deter, m.stoch * m.classes, spec.obs_shapes, spec.image_keys,
-                               spec.vector_keys, m.units, m.layers, m.depth)
+        self.decoder = Decoder(
+            m.deter,
+            m.stoch * m.classes,
+            spec.obs_shapes,
+            spec.image_keys,
+            spec.vector_keys,
+            m.units,
+            m.layers,
+            m.depth,
+        )
         # Reward and continue heads: one hidden layer (official rewhead/conhead layers 1).
         self.reward_head = MLP(feature_dim, m.units, 1, out=m.reward_bins, out_scale=0.0)
         self.continue_head = MLP(feature_dim, m.units, 1, out=1)
@@ -203,7 +218,8 @@ class WorldModel(nn.Module):
             "reconstruction": self.decoder.loss(feat, batch.obs),
             "reward": TwoHot(self.reward_head(feat)).loss(batch.reward),
             "continuation": F.binary_cross_entropy_with_logits(
-                self.continue_head(feat).squeeze(-1), continue_target, reduction="none"),
+                self.continue_head(feat).squeeze(-1), continue_target, reduction="none"
+            ),
             "kl_dynamics": kl_dynamics.clamp(min=free_nats),
             "kl_representation": kl_representation.clamp(min=free_nats),
         }
@@ -215,8 +231,9 @@ class WorldModel(nn.Module):
         return total, losses
 
     @torch.no_grad()
-    def open_loop(self, obs: dict[str, Tensor], action: Tensor, is_first: Tensor,
-                  context: int) -> dict[str, Tensor]:
+    def open_loop(
+        self, obs: dict[str, Tensor], action: Tensor, is_first: Tensor, context: int
+    ) -> dict[str, Tensor]:
         """Observe ``context`` real steps, then predict the rest from the real actions alone.
 
         The official report video: the posterior filters the first ``context`` observations, the

@@ -20,8 +20,14 @@ def write_gif(path: str | Path, frames: np.ndarray, fps: int = 30, max_side: int
         size = (round(images[0].width * scale), round(images[0].height * scale))
         images = [im.resize(size, Image.BILINEAR) for im in images]
     with atomic_path(path) as tmp:
-        images[0].save(tmp, save_all=True, append_images=images[1:], loop=0,
-                       duration=max(1, round(1000 / fps)), optimize=False)
+        images[0].save(
+            tmp,
+            save_all=True,
+            append_images=images[1:],
+            loop=0,
+            duration=max(1, round(1000 / fps)),
+            optimize=False,
+        )
 
 
 def read_gif(path: str | Path) -> np.ndarray:

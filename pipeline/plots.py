@@ -65,7 +65,9 @@ def _load_eval(eval_json: str | os.PathLike | Mapping | None) -> dict | None:
     if eval_json is None:
         return None
     data = eval_json if isinstance(eval_json, Mapping) else json.loads(Path(eval_json).read_text())
-    missing = [k for k in ("eval/return_mean", "eval/return_std", "eval/env_steps") if k not in data]
+    missing = [
+        k for k in ("eval/return_mean", "eval/return_std", "eval/env_steps") if k not in data
+    ]
     if missing:
         raise ValueError(f"{eval_json}: evaluation summary has no key '{missing[0]}'")
     return data
@@ -128,8 +130,13 @@ def plot_returns(
             label=label,
         )
         if "eval/random_return_mean" in evaluation:
-            ax.axhline(evaluation["eval/random_return_mean"], color="0.45", linestyle="--",
-                       linewidth=1.2, label="random policy, same evaluation episodes")
+            ax.axhline(
+                evaluation["eval/random_return_mean"],
+                color="0.45",
+                linestyle="--",
+                linewidth=1.2,
+                label="random policy, same evaluation episodes",
+            )
     if not len(df) and evaluation is None:
         _note(ax, "no finished episodes yet")
     ax.set_title(f"{title}: episode return" if title else "Episode return")

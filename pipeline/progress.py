@@ -15,19 +15,27 @@ class TrainMonitor:
 
     def __init__(self, run: StageRun, total: int, initial: int):
         self.mlflow_run = run
-        self.bar = tqdm(total=total, initial=initial, unit="step", desc="train",
-                        dynamic_ncols=True, mininterval=1.0)
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            unit="step",
+            desc="train",
+            dynamic_ncols=True,
+            mininterval=1.0,
+        )
         self.returns: list[float] = []
         self.postfix: dict[str, str] = {}
         self.last = initial
 
     def hooks(self) -> Hooks:
-        return Hooks(on_episode=self.on_episode, on_metrics=self.on_metrics,
-                     should_stop=self.on_step)
+        return Hooks(
+            on_episode=self.on_episode, on_metrics=self.on_metrics, should_stop=self.on_step
+        )
 
     def on_episode(self, record: EpisodeRecord) -> None:
-        self.mlflow_run.log_metrics({"train/return": record.score, "train/length": record.length},
-                                    step=record.env_step)
+        self.mlflow_run.log_metrics(
+            {"train/return": record.score, "train/length": record.length}, step=record.env_step
+        )
         self.returns = (self.returns + [record.score])[-10:]
         self.postfix["return"] = f"{sum(self.returns) / len(self.returns):.1f}"
         self.bar.set_postfix(self.postfix, refresh=False)

@@ -78,7 +78,11 @@ def _column(kind: str, *checks: pa.Check, **kwargs) -> pa.Column:
             return series
 
     return pa.Column(
-        dtype, list(checks), parsers=pa.Parser(cast), nullable=True, metadata={"kind": kind},
+        dtype,
+        list(checks),
+        parsers=pa.Parser(cast),
+        nullable=True,
+        metadata={"kind": kind},
         **kwargs,
     )
 
@@ -237,8 +241,9 @@ def transitions_schema(
 
     checks = [
         _frame_check(
-            "is_first", "is false at an episode start (an env's first row or after its is_last)",
-            episode_starts
+            "is_first",
+            "is false at an episode start (an env's first row or after its is_last)",
+            episode_starts,
         ),
         _frame_check("is_terminal", "is true where is_last is false", terminal_is_last),
     ]
@@ -340,7 +345,8 @@ def validate(df: pd.DataFrame, schema: pa.DataFrameSchema, source: str) -> pd.Da
         wrong_dtype = SchemaErrorReason.WRONG_DATATYPE
         mistyped = {e.column_name for e in exc.schema_errors if e.reason_code == wrong_dtype}
         errors = [
-            e for e in exc.schema_errors
+            e
+            for e in exc.schema_errors
             if e.reason_code == wrong_dtype or getattr(e, "column_name", None) not in mistyped
         ]
         problems = list(dict.fromkeys(_describe(e, df) for e in errors))

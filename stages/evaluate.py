@@ -31,8 +31,9 @@ def main(argv: list[str] | None = None) -> None:
     evaluation, info = evaluate_agent(args.agent, cfg)  # a bad agent file fails before MLflow
     with stage_run(cfg, "evaluate", pipeline_parent_id(cfg)) as run:
         run.set_tags({"upstream.train_run_id": info.get("mlflow_run_id", "")})
-        episodes = schemas.validate_episodes(tables.episodes_frame(evaluation.records),
-                                             args.episodes_csv)
+        episodes = schemas.validate_episodes(
+            tables.episodes_frame(evaluation.records), args.episodes_csv
+        )
         summary = evaluation.summary()
         cli.write_csv(args.episodes_csv, episodes)
         cli.write_json(args.metrics, summary)
@@ -40,17 +41,21 @@ def main(argv: list[str] | None = None) -> None:
         run.log_artifact(args.episodes_csv)
         media = Path(args.media)
         media.mkdir(parents=True, exist_ok=True)  # an out even when the env cannot render
-        for name, frames, fps in [("episode.gif", evaluation.frames, 30),
-                                  ("open_loop.gif", evaluation.open_loop, 10)]:
+        for name, frames, fps in [
+            ("episode.gif", evaluation.frames, 30),
+            ("open_loop.gif", evaluation.open_loop, 10),
+        ]:
             if frames is not None:
                 write_gif(media / name, frames, fps=fps)
                 run.log_artifact(media / name, "video")
         if cfg.evaluate.video and evaluation.frames is None:
             print(f"evaluate: {cfg.env.id} cannot render; no video", file=sys.stderr)
-    print(f"evaluate: return {summary['eval/return_mean']:.1f} ± {summary['eval/return_std']:.1f} "
-          f"(random policy {summary['eval/random_return_mean']:.1f} ± "
-          f"{summary['eval/random_return_std']:.1f}) over {summary['eval/episodes']} episodes -> "
-          f"{args.metrics}")
+    print(
+        f"evaluate: return {summary['eval/return_mean']:.1f} ± {summary['eval/return_std']:.1f} "
+        f"(random policy {summary['eval/random_return_mean']:.1f} ± "
+        f"{summary['eval/random_return_std']:.1f}) over {summary['eval/episodes']} episodes -> "
+        f"{args.metrics}"
+    )
 
 
 if __name__ == "__main__":

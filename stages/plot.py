@@ -37,30 +37,41 @@ def main(argv: list[str] | None = None) -> None:
     try:
         evaluation = json.loads(Path(args.eval).read_text())
     except (OSError, ValueError) as exc:
-        raise FileNotFoundError(f"{args.eval}: missing or corrupt evaluation summary ({exc})") \
-            from None
+        raise FileNotFoundError(
+            f"{args.eval}: missing or corrupt evaluation summary ({exc})"
+        ) from None
     with stage_run(cfg, "plot", pipeline_parent_id(cfg)) as run:
         written = [
-            plots.plot_returns(curves / "returns.csv", evaluation, out / "returns.png",
-                               title=cfg.env.id),
+            plots.plot_returns(
+                curves / "returns.csv", evaluation, out / "returns.png", title=cfg.env.id
+            ),
             plots.plot_losses(curves / "losses.csv", out / "losses.png", title=cfg.env.id),
         ]
         video = Path(args.media) / "episode.gif"
         if video.exists():
             frames = read_gif(video)
             every = max(1, len(frames) // FRAME_GRID)
-            written.append(plots.plot_frames(
-                frames[::every][:FRAME_GRID], out / "eval_frames.png",
-                title=f"{cfg.env.id}: evaluation episode, every {every}th frame"))
+            written.append(
+                plots.plot_frames(
+                    frames[::every][:FRAME_GRID],
+                    out / "eval_frames.png",
+                    title=f"{cfg.env.id}: evaluation episode, every {every}th frame",
+                )
+            )
         dream = Path(args.media) / "open_loop.gif"
         if dream.exists():
             frames = read_gif(dream)
             written.append(out / "open_loop.gif")
             shutil.copyfile(dream, written[-1])
-            written.append(plots.plot_frames(
-                frames[::OPEN_LOOP_EVERY], out / "open_loop.png", ncols=2,
-                title=f"{cfg.env.id} open loop: real | predicted | difference\n"
-                      f"steps 0, {OPEN_LOOP_EVERY}, 10, …: 5 observed, then imagined"))
+            written.append(
+                plots.plot_frames(
+                    frames[::OPEN_LOOP_EVERY],
+                    out / "open_loop.png",
+                    ncols=2,
+                    title=f"{cfg.env.id} open loop: real | predicted | difference\n"
+                    f"steps 0, {OPEN_LOOP_EVERY}, 10, …: 5 observed, then imagined",
+                )
+            )
         for path in written:
             run.log_artifact(path, "plots")
     print("plot: " + ", ".join(str(p) for p in written))

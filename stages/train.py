@@ -32,18 +32,26 @@ def main(argv: list[str] | None = None) -> None:
     cache = use_cache_dir(project_root() / ".cache" / "torch")
     training = TrainingRun(cfg, warmup, Path(args.checkpoint))
     if cfg.compile:
-        print(f"train: compiled the update and the policy step in "
-              f"{training.compile_seconds:.1f} s (kernel cache {cache})", file=sys.stderr)
+        print(
+            f"train: compiled the update and the policy step in "
+            f"{training.compile_seconds:.1f} s (kernel cache {cache})",
+            file=sys.stderr,
+        )
     if message := training.restore():
         print(f"train: {message}", file=sys.stderr)
 
     with stage_run(cfg, "train", pipeline_parent_id(cfg)) as run:
-        run.set_tags({"resumed": training.resumed,
-                      "upstream.warmup_run_id": meta.extra.get("mlflow_run_id", ""),
-                      "matmul_dtype": str(training.agent.matmul_dtype).removeprefix("torch.")})
+        run.set_tags(
+            {
+                "resumed": training.resumed,
+                "upstream.warmup_run_id": meta.extra.get("mlflow_run_id", ""),
+                "matmul_dtype": str(training.agent.matmul_dtype).removeprefix("torch."),
+            }
+        )
         if training.resumed:  # the curves of the killed part, so this run's history is complete
-            run.log_metric_rows(training.curves["returns"], "env_step", prefix="train/",
-                                keys=["return"])
+            run.log_metric_rows(
+                training.curves["returns"], "env_step", prefix="train/", keys=["return"]
+            )
             run.log_metric_rows(training.curves["losses"], "gradient_step")
         monitor = TrainMonitor(run, cfg.training.env_steps, training.counters.env_steps)
         training.run(monitor.hooks())
@@ -53,9 +61,15 @@ def main(argv: list[str] | None = None) -> None:
         returns, losses = tables.curves_frames(training.curves, curves)
         cli.write_csv(curves / "returns.csv", returns)
         cli.write_csv(curves / "losses.csv", losses)
-        save_agent(args.agent, training.agent, extra={
-            "env_steps": training.counters.env_steps, "mlflow_run_id": run.run_id,
-            "mlflow_parent_run_id": run.parent_run_id})
+        save_agent(
+            args.agent,
+            training.agent,
+            extra={
+                "env_steps": training.counters.env_steps,
+                "mlflow_run_id": run.run_id,
+                "mlflow_parent_run_id": run.parent_run_id,
+            },
+        )
         summary = training.summary()
         cli.write_json(args.metrics, summary)
         # train/* under the file's names; the last loss/* values are already in their curves
@@ -63,8 +77,10 @@ def main(argv: list[str] | None = None) -> None:
         run.log_artifact(curves, "curves")
         run.log_artifact(args.agent, "model")
         run.set_tags({"model_uri": run.log_pytorch_model(training.agent.eval(), "agent")})
-    print(f"train: {summary['train/env_steps']} env steps, {summary['train/gradient_steps']} "
-          f"updates, {summary['train/wall_seconds']:.0f}s -> {args.agent}")
+    print(
+        f"train: {summary['train/env_steps']} env steps, {summary['train/gradient_steps']} "
+        f"updates, {summary['train/wall_seconds']:.0f}s -> {args.agent}"
+    )
 
 
 if __name__ == "__main__":

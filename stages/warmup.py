@@ -24,18 +24,25 @@ def main(argv: list[str] | None = None) -> None:
     warmup = collect_warmup(cfg)  # checks the env id and spaces first
     with stage_run(cfg, "warmup", pipeline_parent_id(cfg)) as run:
         transitions = tables.validate_replay(warmup.replay, warmup.vector_bounds, f"{out}/replay")
-        episodes = schemas.validate_episodes(tables.episodes_frame(warmup.records),
-                                             f"{out}/episodes.csv")
+        episodes = schemas.validate_episodes(
+            tables.episodes_frame(warmup.records), f"{out}/episodes.csv"
+        )
         with atomic_dir(out) as tmp:  # never a half-written out
-            save_warmup(tmp, warmup, cfg, extra={"mlflow_run_id": run.run_id,
-                                                 "mlflow_parent_run_id": run.parent_run_id})
+            save_warmup(
+                tmp,
+                warmup,
+                cfg,
+                extra={"mlflow_run_id": run.run_id, "mlflow_parent_run_id": run.parent_run_id},
+            )
             cli.write_csv(tmp / "episodes.csv", episodes)
-        run.log_metrics({
-            "warmup/episodes": len(episodes),
-            "warmup/return_mean": episodes["return"].mean() if len(episodes) else float("nan"),
-            "warmup/transitions": len(transitions),
-            "warmup/replay_bytes_per_step": warmup.replay.bytes_per_step,
-        })
+        run.log_metrics(
+            {
+                "warmup/episodes": len(episodes),
+                "warmup/return_mean": episodes["return"].mean() if len(episodes) else float("nan"),
+                "warmup/transitions": len(transitions),
+                "warmup/replay_bytes_per_step": warmup.replay.bytes_per_step,
+            }
+        )
         run.log_metric_rows(episodes, step_key="env_step", prefix="warmup/", keys=["return"])
         run.log_artifact(out / "episodes.csv")
     print(f"warmup: {len(episodes)} episodes, {warmup.replay.total_steps} steps -> {out}")

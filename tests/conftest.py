@@ -17,8 +17,16 @@ TINY = {
     "model": {"size": "debug"},
     "warmup": {"steps": 64},
     "behavior": {"horizon": 4},
-    "training": {"env_steps": 200, "batch_size": 4, "batch_length": 8, "train_ratio": 32.0,
-                 "lr_warmup": 0, "lr": 1.0e-3, "log_every": 50, "checkpoint_every": 100},
+    "training": {
+        "env_steps": 200,
+        "batch_size": 4,
+        "batch_length": 8,
+        "train_ratio": 32.0,
+        "lr_warmup": 0,
+        "lr": 1.0e-3,
+        "log_every": 50,
+        "checkpoint_every": 100,
+    },
     "evaluate": {"episodes": 2},
 }
 
@@ -40,30 +48,41 @@ def tiny_config() -> Config:
     return tiny()
 
 
-def make_spec(vector: int | None = 3, image: tuple[int, int, int] | None = None,
-              action_dim: int = 2, discrete: bool = False) -> EnvSpec:
+def make_spec(
+    vector: int | None = 3,
+    image: tuple[int, int, int] | None = None,
+    action_dim: int = 2,
+    discrete: bool = False,
+) -> EnvSpec:
     shapes, image_keys, vector_keys = {}, (), ()
     if vector:
         shapes["vector"], vector_keys = (vector,), ("vector",)
     if image:
         shapes["image"], image_keys = image, ("image",)
     return EnvSpec(
-        obs_shapes=shapes, image_keys=image_keys, vector_keys=vector_keys, action_dim=action_dim,
-        discrete=discrete, action_low=None if discrete else (-1.0,) * action_dim,
-        action_high=None if discrete else (1.0,) * action_dim, env_id="synthetic",
+        obs_shapes=shapes,
+        image_keys=image_keys,
+        vector_keys=vector_keys,
+        action_dim=action_dim,
+        discrete=discrete,
+        action_low=None if discrete else (-1.0,) * action_dim,
+        action_high=None if discrete else (1.0,) * action_dim,
+        env_id="synthetic",
     )
 
 
-def make_batch(spec: EnvSpec, B: int = 4, T: int = 8, seed: int = 0,
-               terminal_at: int | None = None) -> Batch:
+def make_batch(
+    spec: EnvSpec, B: int = 4, T: int = 8, seed: int = 0, terminal_at: int | None = None
+) -> Batch:
     """A random but fixed batch; ``terminal_at`` marks a terminal step then a new episode."""
     g = torch.Generator().manual_seed(seed)
     obs = {}
     for key in spec.vector_keys:
         obs[key] = torch.randn(B, T, *spec.obs_shapes[key], generator=g)
     for key in spec.image_keys:
-        obs[key] = torch.randint(0, 256, (B, T, *spec.obs_shapes[key]), generator=g,
-                                 dtype=torch.uint8)
+        obs[key] = torch.randint(
+            0, 256, (B, T, *spec.obs_shapes[key]), generator=g, dtype=torch.uint8
+        )
     if spec.discrete:
         index = torch.randint(0, spec.action_dim, (B, T), generator=g)
         action = torch.nn.functional.one_hot(index, spec.action_dim).float()

@@ -3,5 +3,8 @@ without telling gymnasium: the adapter must import it before it can find the ids
 
 import gymnasium
 
-gymnasium.register("OnImport/Pendulum-v0", "gymnasium.envs.classic_control.pendulum:PendulumEnv",
-                   max_episode_steps=20)
+gymnasium.register(
+    "OnImport/Pendulum-v0",
+    "gymnasium.envs.classic_control.pendulum:PendulumEnv",
+    max_episode_steps=20,
+)

@@ -128,8 +128,7 @@ def test_score_of_raw_samples_has_no_std_bias():
     dist = BoundedNormal(torch.zeros(200_000, 1), raw_std, min_std=0.1, max_std=1.0)
     sample = dist.sample().detach()
     (raw_grad,) = torch.autograd.grad(dist.log_prob(sample).mean(), raw_std, retain_graph=True)
-    (clipped_grad,) = torch.autograd.grad(
-        dist.log_prob(sample.clamp(-1, 1)).mean(), raw_std)
+    (clipped_grad,) = torch.autograd.grad(dist.log_prob(sample.clamp(-1, 1)).mean(), raw_std)
     assert abs(raw_grad.sum().item()) < 0.005
     assert clipped_grad.sum().item() < -0.02
 

@@ -38,9 +38,19 @@ def test_train_step_returns_flat_metrics_and_updates(tiny_config, actor_gradient
     agent = Agent(spec, override(tiny_config, **{"behavior.actor_gradient": actor_gradient}))
     before = [p.detach().clone() for p in agent.parameters()]
     metrics = agent.train_step(make_batch(spec)).metrics
-    metrics = agent.train_step(make_batch(spec, seed=1)).metrics  # a second step: optimiser state used
-    for key in ["loss/reconstruction", "loss/reward", "loss/continuation", "loss/kl_dynamics",
-                "loss/kl_representation", "loss/actor", "loss/critic", "grad_norm/world_model"]:
+    metrics = agent.train_step(
+        make_batch(spec, seed=1)
+    ).metrics  # a second step: optimiser state used
+    for key in [
+        "loss/reconstruction",
+        "loss/reward",
+        "loss/continuation",
+        "loss/kl_dynamics",
+        "loss/kl_representation",
+        "loss/actor",
+        "loss/critic",
+        "grad_norm/world_model",
+    ]:
         assert np.isfinite(metrics[key]), key
     assert agent.gradient_steps == 2
     changed = [not torch.equal(a, b) for a, b in zip(before, agent.parameters())]
@@ -67,15 +77,23 @@ def test_replay_context_starts_the_window_from_the_stored_latent(tiny_config):
     batch = batch._replace(is_first=torch.zeros_like(batch.is_first))  # mid-episode windows
     B, m = 4, tiny_config.model
     empty = agent.empty_context(B)
-    stored = empty._replace(deter=np.full((B, m.deter), 0.5, np.float16),
-                            stoch=np.ones((B, m.stoch), np.int16), valid=np.ones(B, bool))
+    stored = empty._replace(
+        deter=np.full((B, m.deter), 0.5, np.float16),
+        stoch=np.ones((B, m.stoch), np.int16),
+        valid=np.ones(B, bool),
+    )
     loss_empty, post_empty = _context_losses(agent, batch, empty)
     loss_stored, post_stored = _context_losses(agent, batch, stored)
     assert not torch.allclose(post_empty.deter[:, 0], post_stored.deter[:, 0])
     # no stored latent = the zero state with is_first, as without a context
-    loss_none, post_none = _context_losses(agent, batch._replace(is_first=batch.is_first.clone()
-                                                                 .index_fill_(1, torch.tensor([1]), True)), None)
-    assert torch.allclose(post_empty.deter, post_none.deter) and torch.isclose(loss_empty, loss_none)
+    loss_none, post_none = _context_losses(
+        agent,
+        batch._replace(is_first=batch.is_first.clone().index_fill_(1, torch.tensor([1]), True)),
+        None,
+    )
+    assert torch.allclose(post_empty.deter, post_none.deter) and torch.isclose(
+        loss_empty, loss_none
+    )
     # an episode start at the window's first step ignores the stored latent
     starts = batch._replace(is_first=batch.is_first.clone().index_fill_(1, torch.tensor([1]), True))
     _, post_reset = _context_losses(agent, starts, stored)
@@ -83,7 +101,11 @@ def test_replay_context_starts_the_window_from_the_stored_latent(tiny_config):
 
     update = agent.train_step(batch, stored)
     assert update.posterior.deter.shape == (B, 8, m.deter) and update.posterior.valid.all()
-    assert update.posterior.deter.dtype == np.float16 and update.posterior.stoch.shape == (B, 8, m.stoch)
+    assert update.posterior.deter.dtype == np.float16 and update.posterior.stoch.shape == (
+        B,
+        8,
+        m.stoch,
+    )
     assert np.isfinite(update.metrics["loss/replay_value"])
     assert agent.train_step(make_batch(spec)).posterior is None  # no context, nothing to store
 
@@ -103,12 +125,17 @@ def test_replay_value_loss_trains_the_world_model_through_the_critic(tiny_config
             _, _, posterior = agent.world_model.loss(make_batch(spec))
             start = posterior.detach().flatten_batch()
             _, critic_loss, _, boot = agent.actor_critic.loss(
-                agent.world_model, start, torch.ones(start.deter.shape[0]))
+                agent.world_model, start, torch.ones(start.deter.shape[0])
+            )
             if scale:
                 batch = make_batch(spec)
                 replay, _ = agent.actor_critic.replay_value_loss(
-                    posterior.features(), batch.reward, batch.is_last, batch.is_terminal,
-                    boot.view(batch.reward.shape))
+                    posterior.features(),
+                    batch.reward,
+                    batch.is_last,
+                    batch.is_terminal,
+                    boot.view(batch.reward.shape),
+                )
                 critic_loss = critic_loss + scale * replay
         params = list(agent.world_model.encoder.parameters())
         grads = torch.autograd.grad(critic_loss, params, allow_unused=True)

@@ -153,8 +153,12 @@ def test_sigkill_mid_write_leaves_the_old_file_whole(tmp_path):
         "        f.flush()\n"
         "        os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    process = subprocess.run([sys.executable, "-c", script, str(target)], cwd=REPO,
-                             env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True)
+    process = subprocess.run(
+        [sys.executable, "-c", script, str(target)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+    )
     assert process.returncode == -signal.SIGKILL, process.stderr
     assert target.read_bytes() == b"old" * 1000
 
@@ -231,8 +235,12 @@ def test_atomic_dir_killed_between_its_renames_leaves_no_folder_rather_than_a_mi
         "with atomic.atomic_dir(sys.argv[1]) as tmp:\n"
         "    (tmp / 'meta.json').write_text('new')\n"
     )
-    process = subprocess.run([sys.executable, "-c", script, str(out)], cwd=REPO,
-                             env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True)
+    process = subprocess.run(
+        [sys.executable, "-c", script, str(out)],
+        cwd=REPO,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+    )
     assert process.returncode == -signal.SIGKILL, process.stderr
     assert not out.exists()
 

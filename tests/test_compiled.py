@@ -33,8 +33,14 @@ def pair():
     before = {k: v.clone() for k, v in fast.state_dict().items()}
     rng = rng_state()
     seconds = fast.compile(num_envs=2)
-    return {"spec": spec, "eager": eager, "fast": fast, "seconds": seconds, "before": before,
-            "rng": rng}
+    return {
+        "spec": spec,
+        "eager": eager,
+        "fast": fast,
+        "seconds": seconds,
+        "before": before,
+        "rng": rng,
+    }
 
 
 def test_compile_changes_no_state_and_reports_its_time(pair):
@@ -53,8 +59,9 @@ def test_compiled_graphs_match_eager_on_deterministic_work(pair):
     eager, fast, spec = pair["eager"], pair["fast"], pair["spec"]
     wm_e, wm_f = eager.world_model, fast.world_model
     B = 4
-    state = State(torch.randn(B, 16), torch.nn.functional.one_hot(
-        torch.randint(0, 4, (B, 4)), 4).float())  # debug size: deter 16, 4 × 4 latents
+    state = State(
+        torch.randn(B, 16), torch.nn.functional.one_hot(torch.randint(0, 4, (B, 4)), 4).float()
+    )  # debug size: deter 16, 4 × 4 latents
     embed, action = torch.randn(B, wm_e.encoder.out_features), torch.rand(B, 2)
     first = torch.tensor([True, False, False, True])
     with torch.no_grad():  # the mode (not a sample): no randomness, so compiled == eager
@@ -97,6 +104,7 @@ def test_bfloat16_policy_multiplies_in_bf16_and_keeps_the_rest_float32():
     def record(name):
         def hook(module, args, out):
             seen[name] = (args[0].dtype, out.dtype)  # returns None: the output is kept
+
         return hook
 
     wm = agent.world_model
@@ -181,8 +189,9 @@ def test_cuda_agent_trains_and_acts_compiled():
     assert all(np.isfinite(v) for v in metrics.values())
     state = agent.initial_state(2)
     for _ in range(3):  # replays of the captured policy graph carry copies, not its buffers
-        action, state = agent.act({"vector": np.zeros((2, 3), np.float32)},
-                                  np.array([False, False]), state)
+        action, state = agent.act(
+            {"vector": np.zeros((2, 3), np.float32)}, np.array([False, False]), state
+        )
     assert action.shape == (2, 2) and state.latent.deter.device.type == "cuda"
 
 
@@ -193,8 +202,9 @@ def test_cuda_replay_batches_are_pinned_and_copied_asynchronously(rng):
     spec = make_spec()
     replay = ReplayBuffer(spec, 100)
     for t in range(20):
-        replay.add({"vector": np.zeros(3, np.float32)}, np.zeros(2, np.float32), 0.0, t == 0,
-                   False, False)
+        replay.add(
+            {"vector": np.zeros(3, np.float32)}, np.zeros(2, np.float32), 0.0, t == 0, False, False
+        )
     batch = replay.sample(2, 8, rng, pin_memory=True)
     assert batch.action.is_pinned()
     assert batch.to("cuda", non_blocking=True).action.device.type == "cuda"

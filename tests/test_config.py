@@ -49,9 +49,20 @@ def test_attribute_access_and_frozen():
 
 
 def test_an_integer_may_stand_for_a_float_and_becomes_one():
-    cfg = config_from_dict({"training": {"lr": 1}, "world_model": {"loss_scales": {
-        "reconstruction": 1, "reward": 1, "continuation": 1, "kl_dynamics": 1,
-        "kl_representation": 0}}})
+    cfg = config_from_dict(
+        {
+            "training": {"lr": 1},
+            "world_model": {
+                "loss_scales": {
+                    "reconstruction": 1,
+                    "reward": 1,
+                    "continuation": 1,
+                    "kl_dynamics": 1,
+                    "kl_representation": 0,
+                }
+            },
+        }
+    )
     assert type(cfg.training.lr) is float and cfg.training.lr == 1.0
     assert all(type(v) is float for v in cfg.world_model.loss_scales.values())
 
@@ -75,23 +86,35 @@ BAD_VALUES = [
     ({"model": {"size": "XXL"}}, "model.size: unknown size 'XXL'"),
     ({"model": {"size": "size1m", "blocks": 7}}, "model.blocks: 7 must divide model.deter (512)"),
     ({"model": {"deter": 0}}, "model.deter: expected a positive integer, got 0"),
-    ({"training": {"optimizer": "sgd"}},
-     "training.optimizer: expected one of 'laprop', 'adam', got 'sgd'"),
+    (
+        {"training": {"optimizer": "sgd"}},
+        "training.optimizer: expected one of 'laprop', 'adam', got 'sgd'",
+    ),
     ({"env": {"kwargs": [1]}}, "env.kwargs: expected a mapping, got [1]"),
     ({"env": {"id": 3}}, "env.id: expected a string, got 3"),
     ({"env": "CartPole-v1"}, "env: expected a mapping, got 'CartPole-v1'"),
     ({"evaluate": {"video": "yes"}}, "evaluate.video: expected a boolean, got 'yes'"),
-    ({"world_model": {"loss_scales": {"reward": 1.0}}},
-     "world_model.loss_scales: expected exactly the keys reconstruction, reward,"),
-    ({"world_model": {"loss_scales": {"reward": -1}}},
-     "world_model.loss_scales.reward: expected a non-negative float, got -1"),
-    ({"behavior": {"return_lambda": 1.5}},
-     "behavior.return_lambda: expected a float in [0, 1], got 1.5"),
-    ({"behavior": {"return_norm_low": 0}},
-     "behavior.return_norm_low: expected a float in (0, 1), got 0"),
+    (
+        {"world_model": {"loss_scales": {"reward": 1.0}}},
+        "world_model.loss_scales: expected exactly the keys reconstruction, reward,",
+    ),
+    (
+        {"world_model": {"loss_scales": {"reward": -1}}},
+        "world_model.loss_scales.reward: expected a non-negative float, got -1",
+    ),
+    (
+        {"behavior": {"return_lambda": 1.5}},
+        "behavior.return_lambda: expected a float in [0, 1], got 1.5",
+    ),
+    (
+        {"behavior": {"return_norm_low": 0}},
+        "behavior.return_norm_low: expected a float in (0, 1), got 0",
+    ),
     ({"behavior": {"min_std": 2.0}}, "behavior.max_std: 1.0 is below behavior.min_std (2.0)"),
-    ({"behavior": {"return_norm_low": 0.5, "return_norm_high": 0.5}},
-     "behavior.return_norm_high: 0.5 must be above behavior.return_norm_low"),
+    (
+        {"behavior": {"return_norm_low": 0.5, "return_norm_high": 0.5}},
+        "behavior.return_norm_high: 0.5 must be above behavior.return_norm_low",
+    ),
 ]
 
 
@@ -120,8 +143,10 @@ def test_flat_names_every_leaf_by_its_dotted_key():
     cfg = config_from_dict({"training": {"lr": 3.0e-4}, "env": {"kwargs": {"continuous": False}}})
     flat = cfg.flat()
     assert flat["training.lr"] == 3.0e-4 and flat["env.kwargs.continuous"] is False
-    assert flat["world_model.loss_scales.kl_representation"] == cfg.world_model.loss_scales[
-        "kl_representation"]
+    assert (
+        flat["world_model.loss_scales.kl_representation"]
+        == cfg.world_model.loss_scales["kl_representation"]
+    )
     assert flat["model.deter"] == cfg.model.deter and "model" not in flat
     assert config_from_dict(cfg.to_dict()) == cfg  # to_dict round-trips (checkpoints rely on it)
 
@@ -149,14 +174,19 @@ def test_override_changes_keys_revalidates_and_follows_the_size():
         override(base, **{"training.lr": 0.0})
 
 
-PRESETS = {"presets": {"CartPole-v1": {"training": {"train_ratio": 128.0}},
-                       "CarRacing-v3": {"env": {"action_repeat": 2}}}}
+PRESETS = {
+    "presets": {
+        "CartPole-v1": {"training": {"train_ratio": 128.0}},
+        "CarRacing-v3": {"env": {"action_repeat": 2}},
+    }
+}
 
 
 def test_env_preset_applies_to_its_env_only():
     assert config_from_dict({**PRESETS, "training": {"train_ratio": 64}}).training.train_ratio == 64
-    cartpole = config_from_dict({**PRESETS, "env": {"id": "CartPole-v1"},
-                                 "training": {"lr": 1.0e-4}})
+    cartpole = config_from_dict(
+        {**PRESETS, "env": {"id": "CartPole-v1"}, "training": {"lr": 1.0e-4}}
+    )
     assert cartpole.training.train_ratio == 128.0
     assert cartpole.training.lr == 1.0e-4  # keys it does not name keep the top-level value
     assert "presets" not in cartpole.to_dict()  # the config holds the merged values only
@@ -166,14 +196,23 @@ def test_a_top_level_value_the_preset_would_replace_is_refused():
     """``dvc exp run -S env.id=CarRacing-v3 -S training.env_steps=300`` ran 12,000 steps."""
     with pytest.raises(ConfigError) as info:
         load_config(PARAMS, {"env.id": "CarRacing-v3", "training.env_steps": 300})
-    assert str(info.value) == ("training.env_steps: 300 is overridden by presets.CarRacing-v3."
-                               "training.env_steps (12000); set that key instead")
-    with pytest.raises(ConfigError, match=r"^training\.env_steps: 300 is overridden by "
-                                          r"presets\.dm_control\.walker-stand-v0\.training"):
+    assert str(info.value) == (
+        "training.env_steps: 300 is overridden by presets.CarRacing-v3."
+        "training.env_steps (12000); set that key instead"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"^training\.env_steps: 300 is overridden by "
+        r"presets\.dm_control\.walker-stand-v0\.training",
+    ):
         load_config(PARAMS, {"env.id": "dm_control/walker-stand-v0", "training.env_steps": 300})
     with pytest.raises(ConfigError, match=r"^env\.kwargs: .* presets\.CarRacing-v3\.env\.kwargs"):
-        config_from_dict({"env": {"id": "CarRacing-v3", "kwargs": {"continuous": True}},
-                          "presets": {"CarRacing-v3": {"env": {"kwargs": {"continuous": False}}}}})
+        config_from_dict(
+            {
+                "env": {"id": "CarRacing-v3", "kwargs": {"continuous": True}},
+                "presets": {"CarRacing-v3": {"env": {"kwargs": {"continuous": False}}}},
+            }
+        )
 
 
 def test_the_preset_key_wins_and_agreeing_or_default_top_level_values_pass():
@@ -181,48 +220,74 @@ def test_the_preset_key_wins_and_agreeing_or_default_top_level_values_pass():
         return load_config(PARAMS, {"env.id": "CarRacing-v3", **changes}).training.env_steps
 
     assert env_steps(**{"presets.CarRacing-v3.training.env_steps": 3000}) == 3000
-    assert env_steps(**{"presets.CarRacing-v3.training.env_steps": 3000,
-                        "training.env_steps": 3000}) == 3000
+    assert (
+        env_steps(**{"presets.CarRacing-v3.training.env_steps": 3000, "training.env_steps": 3000})
+        == 3000
+    )
     assert env_steps(**{"training.env_steps": 12000}) == 12000  # the preset's own value
     # A top-level value equal to its default cannot be told from an unset one: the preset wins.
     default = TrainingConfig().env_steps
-    assert load_config(PARAMS, {"env.id": "dm_control/walker-stand-v0",
-                                "training.env_steps": default}).training.env_steps == 50000
+    assert (
+        load_config(
+            PARAMS, {"env.id": "dm_control/walker-stand-v0", "training.env_steps": default}
+        ).training.env_steps
+        == 50000
+    )
 
 
 def test_namespaced_ids_have_nested_presets_that_dvc_can_set():
     """dm_control/cartpole-balance-v0 → presets.dm_control.cartpole-balance-v0 (``-S`` cannot
     address a key containing "/"); errors name the nested key."""
-    presets = {"presets": {"dm_control": {"cartpole-balance-v0": {"training": {"env_steps": 5000}},
-                                          "walker-stand-v0": {"training": {"env_steps": 7000}}}}}
+    presets = {
+        "presets": {
+            "dm_control": {
+                "cartpole-balance-v0": {"training": {"env_steps": 5000}},
+                "walker-stand-v0": {"training": {"env_steps": 7000}},
+            }
+        }
+    }
     cfg = config_from_dict({**presets, "env": {"id": "dm_control/cartpole-balance-v0"}})
     assert cfg.training.env_steps == 5000
     assert config_from_dict(presets).training.env_steps == TrainingConfig().env_steps
     bad = {"presets": {"dm_control": {"walker-stand-v0": {"training": {"env_step": 1}}}}}
-    with pytest.raises(ConfigError, match=r"^presets\.dm_control\.walker-stand-v0\.training\."
-                                          r"env_step: unknown key"):
+    with pytest.raises(
+        ConfigError,
+        match=r"^presets\.dm_control\.walker-stand-v0\.training\."
+        r"env_step: unknown key",
+    ):
         config_from_dict(bad)
 
 
 def test_load_config_changes_are_set_before_the_preset(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text("training:\n  train_ratio: 64.0\npresets:\n  CarRacing-v3:\n    env:\n"
-                    "      action_repeat: 2\n      kwargs: {continuous: false}\n")
+    path.write_text(
+        "training:\n  train_ratio: 64.0\npresets:\n  CarRacing-v3:\n    env:\n"
+        "      action_repeat: 2\n      kwargs: {continuous: false}\n"
+    )
     cfg = load_config(path, {"env.id": "CarRacing-v3", "env.image_size": 32})
     assert cfg.env.action_repeat == 2 and cfg.env.kwargs == {"continuous": False}
     assert cfg.env.image_size == 32 and cfg.training.train_ratio == 64.0
-    assert load_config(path, {"presets.CarRacing-v3.env.action_repeat": 4,
-                              "env.id": "CarRacing-v3"}).env.action_repeat == 4
+    assert (
+        load_config(
+            path, {"presets.CarRacing-v3.env.action_repeat": 4, "env.id": "CarRacing-v3"}
+        ).env.action_repeat
+        == 4
+    )
 
 
-@pytest.mark.parametrize(("presets", "message"), [
-    ({"CartPole-v1": {"training": {"lr": "1e-3"}}},
-     "presets.CartPole-v1.training.lr: expected a positive float, got '1e-3'"),
-    ({"CartPole-v1": {"trainig": {}}}, "presets.CartPole-v1.trainig: unknown key"),
-    ({"CartPole-v1": {"env": {"id": "Pendulum-v1"}}}, "presets.CartPole-v1.env.id: a preset"),
-    ({"CartPole-v1": 3}, "presets.CartPole-v1: expected a mapping"),
-    ([1, 2], "presets: expected a mapping"),
-])
+@pytest.mark.parametrize(
+    ("presets", "message"),
+    [
+        (
+            {"CartPole-v1": {"training": {"lr": "1e-3"}}},
+            "presets.CartPole-v1.training.lr: expected a positive float, got '1e-3'",
+        ),
+        ({"CartPole-v1": {"trainig": {}}}, "presets.CartPole-v1.trainig: unknown key"),
+        ({"CartPole-v1": {"env": {"id": "Pendulum-v1"}}}, "presets.CartPole-v1.env.id: a preset"),
+        ({"CartPole-v1": 3}, "presets.CartPole-v1: expected a mapping"),
+        ([1, 2], "presets: expected a mapping"),
+    ],
+)
 def test_bad_presets_are_named(presets, message):
     with pytest.raises(ConfigError) as info:
         config_from_dict({"presets": presets})
@@ -238,18 +303,27 @@ def test_the_shipped_params_file_and_every_preset_in_it_are_valid():
         assert cfg.env.id == env_id and cfg != base
 
 
-@pytest.mark.parametrize("changes, minimum", [
-    ({"training.env_steps": 1000}, 1004),  # warm-up 1,000, then one update per 4 agent steps
-    ({"env.id": "CarRacing-v3", "presets.CarRacing-v3.training.env_steps": 2000}, 2004),
-    ({"training.env_steps": 1000, "warmup.steps": 999, "env.num_envs": 2}, 1004),
-])
+@pytest.mark.parametrize(
+    "changes, minimum",
+    [
+        ({"training.env_steps": 1000}, 1004),  # warm-up 1,000, then one update per 4 agent steps
+        ({"env.id": "CarRacing-v3", "presets.CarRacing-v3.training.env_steps": 2000}, 2004),
+        ({"training.env_steps": 1000, "warmup.steps": 999, "env.num_envs": 2}, 1004),
+    ],
+)
 def test_a_budget_without_a_gradient_step_is_refused_naming_the_minimum(changes, minimum):
     """Whole rounds of num_envs agent steps of action_repeat frames, after a warm-up of whole
     rounds, until train_ratio / (B·T) per agent step adds up to one update."""
-    with pytest.raises(ConfigError, match=rf"^training\.env_steps: \d+ leaves no gradient step "
-                                          rf".*set at least {minimum}$"):
+    with pytest.raises(
+        ConfigError,
+        match=rf"^training\.env_steps: \d+ leaves no gradient step "
+        rf".*set at least {minimum}$",
+    ):
         load_config(PARAMS, changes)
-    cfg = load_config(PARAMS, {**changes, "training.env_steps": minimum}
-                      if "training.env_steps" in changes else
-                      {**changes, "presets.CarRacing-v3.training.env_steps": minimum})
+    cfg = load_config(
+        PARAMS,
+        {**changes, "training.env_steps": minimum}
+        if "training.env_steps" in changes
+        else {**changes, "presets.CarRacing-v3.training.env_steps": minimum},
+    )
     assert cfg.training.env_steps == minimum

@@ -38,8 +38,9 @@ def test_two_hot_bins_are_symexp_spaced_and_symmetric():
     assert bins.shape == (255,) and bins[127].item() == 0.0
     assert torch.equal(bins, -bins.flip(0))
     assert torch.allclose(symlog(bins), torch.linspace(-20, 20, 255), atol=1e-4)
-    assert symexp_bins(4).tolist() == pytest.approx([-4.85165e8, -22025.47, 22025.47, 4.85165e8],
-                                                    rel=1e-4)
+    assert symexp_bins(4).tolist() == pytest.approx(
+        [-4.85165e8, -22025.47, 22025.47, 4.85165e8], rel=1e-4
+    )
 
 
 def test_two_hot_round_trip_through_a_perfect_prediction():
@@ -50,10 +51,12 @@ def test_two_hot_round_trip_through_a_perfect_prediction():
 
 
 def test_two_hot_mean_of_a_mixture_is_taken_in_raw_space():
-    """Half the mass encoding −100, half −1000 predicts −550 (paper v1's symlog-space mean: −317)."""
+    """Half the mass on −100, half on −1000 predicts −550 (paper v1's symlog-space mean: −317)."""
     bins = symexp_bins(255)
     weights = 0.5 * two_hot(torch.tensor(-100.0), bins) + 0.5 * two_hot(torch.tensor(-1000.0), bins)
-    assert TwoHot(torch.log(weights.clamp(min=1e-30))).mean().item() == pytest.approx(-550.0, rel=1e-4)
+    assert TwoHot(torch.log(weights.clamp(min=1e-30))).mean().item() == pytest.approx(
+        -550.0, rel=1e-4
+    )
 
 
 def test_two_hot_loss_is_minimal_at_the_target():

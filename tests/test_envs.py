@@ -41,8 +41,9 @@ class ConfigurableEnv(gymnasium.Env):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
 
-    def __init__(self, observation_space=None, action_space=None, episode_length=5,
-                 render_mode=None):
+    def __init__(
+        self, observation_space=None, action_space=None, episode_length=5, render_mode=None
+    ):
         self.observation_space = observation_space or spaces.Box(-1.0, 1.0, (3,), np.float32)
         self.action_space = action_space or spaces.Discrete(2)
         self.episode_length = episode_length
@@ -94,8 +95,14 @@ def _inner(env: DreamerEnv) -> ConfigurableEnv:
 def test_pendulum_spec_and_action_rescaling():
     with make_env(EnvConfig(id="Pendulum-v1"), seed=0) as env:
         assert env.spec == EnvSpec(
-            obs_shapes={"vector": (3,)}, image_keys=(), vector_keys=("vector",), action_dim=1,
-            discrete=False, action_low=(-2.0,), action_high=(2.0,), env_id="Pendulum-v1",
+            obs_shapes={"vector": (3,)},
+            image_keys=(),
+            vector_keys=("vector",),
+            action_dim=1,
+            discrete=False,
+            action_low=(-2.0,),
+            action_high=(2.0,),
+            env_id="Pendulum-v1",
         )
         obs = env.reset()
         assert obs["vector"].dtype == np.float32 and obs["vector"].shape == (3,)
@@ -105,7 +112,7 @@ def test_pendulum_spec_and_action_rescaling():
             assert env.gym_env.unwrapped.last_u == pytest.approx(torque)
         action = env.random_action()
         assert action.dtype == np.float32 and action.shape == (1,) and -1 <= action[0] <= 1
-        (low, high), = env.vector_bounds().values()
+        ((low, high),) = env.vector_bounds().values()
         assert low.tolist() == [-1, -1, -8] and high.tolist() == [1, 1, 8]
 
 
@@ -334,13 +341,20 @@ def test_ids_registered_on_import_resolve(monkeypatch):
     sys.modules.pop("tests.registers_on_import")
     monkeypatch.setitem(envs_module.NAMESPACE_PACKAGES, "OnImport", "tests.registers_on_import")
     # an unknown name in a namespace that only the import registers: still one line
-    with pytest.raises(EnvSpecError, match=r"^env.id: unknown gymnasium environment 'OnImport/Nope-v0'"):
+    with pytest.raises(
+        EnvSpecError, match=r"^env.id: unknown gymnasium environment 'OnImport/Nope-v0'"
+    ):
         make_env(EnvConfig(id="OnImport/Nope-v0"), seed=0)
     with make_env(EnvConfig(id="OnImport/Pendulum-v0"), seed=0) as env:
         assert env.spec.action_dim == 1
-    with pytest.raises(EnvSpecError, match=r"^env.id: unknown gymnasium namespace in 'Nowhere/X-v0'"):
+    with pytest.raises(
+        EnvSpecError, match=r"^env.id: unknown gymnasium namespace in 'Nowhere/X-v0'"
+    ):
         make_env(EnvConfig(id="Nowhere/X-v0"), seed=0)
-    with pytest.raises(EnvSpecError, match=r"^env.id: module 'no_such_module' of 'no_such_module:X-v0' is not installed"):
+    with pytest.raises(
+        EnvSpecError,
+        match=r"^env.id: module 'no_such_module' of 'no_such_module:X-v0' is not installed",
+    ):
         make_env(EnvConfig(id="no_such_module:X-v0"), seed=0)
 
 

@@ -45,8 +45,9 @@ def test_trainer_trains_at_train_ratio_and_calls_hooks():
     cfg = tiny(**{"training.env_steps": 264, "training.train_ratio": 64.0})  # 2 updates/step
     trainer = _trainer(cfg)
     rows, episodes, checkpoints = [], [], []
-    counters = trainer.run(Hooks(episodes.append, rows.append, lambda t: checkpoints.append(
-        t.counters.env_steps)))
+    counters = trainer.run(
+        Hooks(episodes.append, rows.append, lambda t: checkpoints.append(t.counters.env_steps))
+    )
     assert counters.env_steps == 264
     assert trainer.agent.gradient_steps == 2 * (264 - 64)
     # log_every 50 from step 64, and the updates since the last row at the end
@@ -71,8 +72,13 @@ def test_train_ratio_counts_agent_steps_not_frames():
 def test_resumed_run_continues_exactly(tmp_path):
     """Two parts with a checkpoint in between equal one uninterrupted run, parameter for
     parameter (checkpoints are taken at episode ends)."""
-    cfg = tiny(**{"training.env_steps": 520, "training.checkpoint_every": 100,
-                  "training.train_ratio": 16.0})
+    cfg = tiny(
+        **{
+            "training.env_steps": 520,
+            "training.checkpoint_every": 100,
+            "training.train_ratio": 16.0,
+        }
+    )
     whole = _trainer(cfg)
     whole.run()
 
@@ -89,8 +95,16 @@ def test_resumed_run_continues_exactly(tmp_path):
     assert first.counters.env_steps < 520
 
     # A new process: fresh objects, then the saved state.
-    second = _trainer(tiny(**{"training.env_steps": 520, "training.checkpoint_every": 100,
-                              "training.train_ratio": 16.0, "seed": 0}))
+    second = _trainer(
+        tiny(
+            **{
+                "training.env_steps": 520,
+                "training.checkpoint_every": 100,
+                "training.train_ratio": 16.0,
+                "seed": 0,
+            }
+        )
+    )
     second.replay = ReplayBuffer(second.envs.spec, 5000)
     m = second.cfg.model
     second.replay.attach_latents(m.deter, m.stoch, m.classes)  # as Trainer does with its replay
@@ -107,8 +121,9 @@ def test_resumed_run_continues_exactly(tmp_path):
 
 def test_train_in_one_call_on_a_discrete_env():
     rows = []
-    agent, counters = train(tiny(**{"env.id": "CartPole-v1", "training.env_steps": 150}),
-                            Hooks(on_metrics=rows.append))
+    agent, counters = train(
+        tiny(**{"env.id": "CartPole-v1", "training.env_steps": 150}), Hooks(on_metrics=rows.append)
+    )
     assert counters.env_steps == 150 and agent.spec.discrete and agent.gradient_steps > 0
     assert [r["env_step"] for r in rows] == [100, 150]
 

@@ -29,12 +29,12 @@ def test_official_init_fan_in_and_output_scale_on_the_weights():
     output scale multiplies the weights (0.01 → std 0.000625), not their variance (→ 0.00625)."""
     torch.manual_seed(0)
     hidden = MLP(256, 64, 1)[0][0]
-    assert hidden.weight.std().item() == pytest.approx(256 ** -0.5, rel=0.03)
+    assert hidden.weight.std().item() == pytest.approx(256**-0.5, rel=0.03)
     assert hidden.bias is not None  # Linear → RMSNorm keeps its bias (RMSNorm does not centre)
     actor_out = MLP(256, 64, 1, out=4096, out_scale=0.01)[-1]
-    assert actor_out.weight.std().item() == pytest.approx(0.01 * 64 ** -0.5, rel=0.03)
+    assert actor_out.weight.std().item() == pytest.approx(0.01 * 64**-0.5, rel=0.03)
     block = BlockLinear(8, 32, 32)  # official fans of a (G, in/G, out/G) kernel: fan_in = in
-    assert block.weight.std().item() == pytest.approx(256 ** -0.5, rel=0.05)
+    assert block.weight.std().item() == pytest.approx(256**-0.5, rel=0.05)
 
 
 def test_block_linear_is_block_diagonal():
@@ -130,8 +130,16 @@ def test_encoder_decoder_dict_observation(tiny_config):
     batch = make_batch(spec, B=2, T=3)
     embed = enc(batch.obs)
     assert embed.shape == (2, 3, enc.out_features)
-    dec = Decoder(m.deter, m.stoch * m.classes, spec.obs_shapes, spec.image_keys, spec.vector_keys,
-                  m.units, m.layers, m.depth)
+    dec = Decoder(
+        m.deter,
+        m.stoch * m.classes,
+        spec.obs_shapes,
+        spec.image_keys,
+        spec.vector_keys,
+        m.units,
+        m.layers,
+        m.depth,
+    )
     feat = torch.randn(2, 3, m.feature_dim)
     assert dec.loss(feat, batch.obs).shape == (2, 3)
     predicted = dec.predict(feat)

@@ -27,8 +27,10 @@ def test_adaptive_clip_bounds_gradient_relative_to_weight():
     w = nn.Parameter(torch.full((4,), 2.0))  # ‖w‖ = 4
     w.grad = torch.full((4,), 10.0)  # ‖g‖ = 20
     adaptive_clip_([w], clip=0.3)
-    assert torch.linalg.vector_norm(w.grad).item() == torch.tensor(1.2).item() or \
-        abs(torch.linalg.vector_norm(w.grad).item() - 1.2) < 1e-5
+    assert (
+        torch.linalg.vector_norm(w.grad).item() == torch.tensor(1.2).item()
+        or abs(torch.linalg.vector_norm(w.grad).item() - 1.2) < 1e-5
+    )
     small = nn.Parameter(torch.full((4,), 2.0))
     small.grad = torch.full((4,), 0.01)
     adaptive_clip_([small], clip=0.3)
@@ -57,8 +59,14 @@ def test_backward_sends_each_loss_to_its_own_role_when_separate():
     shared = nn.Linear(2, 1)  # the actor's loss reaches the world model's weights too
     roles = {"world_model": shared, "actor": nn.Linear(1, 1), "critic": nn.Linear(2, 1)}
     x = torch.ones(1, 2)
-    losses = lambda: {"world_model": shared(x).sum(), "actor": roles["actor"](shared(x)).sum(),  # noqa: E731
-                      "critic": roles["critic"](x).sum()}
+
+    def losses():
+        return {
+            "world_model": shared(x).sum(),
+            "actor": roles["actor"](shared(x)).sum(),
+            "critic": roles["critic"](x).sum(),
+        }
+
     opt = Optimizer(roles, TrainingConfig())
     norms = opt.backward(losses(), separate=True)
     assert torch.allclose(shared.weight.grad, torch.ones(1, 2))  # only its own loss's gradient

@@ -61,8 +61,11 @@ def _segments(data: dict) -> list[np.ndarray]:
 @pytest.mark.parametrize("pool", ["local", "subprocess"])
 def test_windows_never_mix_envs_and_episodes_stay_in_order(pool):
     cfg = _counter(3)
-    envs = LocalEnvs([make_envs(_counter(1), 10 + i).envs[0] for i in range(3)]) \
-        if pool == "local" else make_envs(cfg, 10)
+    envs = (
+        LocalEnvs([make_envs(_counter(1), 10 + i).envs[0] for i in range(3)])
+        if pool == "local"
+        else make_envs(cfg, 10)
+    )
     assert isinstance(envs, LocalEnvs if pool == "local" else SubprocessEnvs)
     replay = ReplayBuffer(envs.spec, 2000)
     with envs:
@@ -92,7 +95,8 @@ def test_windows_never_mix_envs_and_episodes_stay_in_order(pool):
     assert len(ends) == len(records) == collector.episodes
     assert sorted(int(obs[i, 1]) for i in ends) == sorted(r.length for r in records)
     assert sorted(r.score for r in records) == sorted(
-        float(obs[i, 1] * (obs[i, 1] + 1) / 2) for i in ends)
+        float(obs[i, 1] * (obs[i, 1] + 1) / 2) for i in ends
+    )
     # Sampled windows stay inside one stream.
     batch = replay.sample(200, 3, np.random.default_rng(0))
     marker = batch.obs["vector"][..., 0]
@@ -102,8 +106,10 @@ def test_windows_never_mix_envs_and_episodes_stay_in_order(pool):
 def test_subprocess_pool_matches_local_pool_step_for_step():
     """Same seeds, same random actions: the subprocess pool produces the local pool's data."""
     arrays = []
-    for envs in (LocalEnvs([make_envs(_counter(1), 3 + i).envs[0] for i in range(2)]),
-                 make_envs(_counter(2), 3)):
+    for envs in (
+        LocalEnvs([make_envs(_counter(1), 3 + i).envs[0] for i in range(2)]),
+        make_envs(_counter(2), 3),
+    ):
         with envs:
             replay = ReplayBuffer(envs.spec, 1000)
             collect_random(envs, replay, 120, seed=3)
@@ -116,8 +122,14 @@ def test_subprocess_pool_matches_local_pool_step_for_step():
 
 
 def test_train_with_two_subprocess_envs_counts_steps_and_updates():
-    cfg = tiny(**{"env.id": "CartPole-v1", "env.num_envs": 2, "training.env_steps": 160,
-                  "training.train_ratio": 64.0})  # 2 updates per env step
+    cfg = tiny(
+        **{
+            "env.id": "CartPole-v1",
+            "env.num_envs": 2,
+            "training.env_steps": 160,
+            "training.train_ratio": 64.0,
+        }
+    )  # 2 updates per env step
     episodes = []
     agent, counters = train(cfg, Hooks(on_episode=episodes.append))
     assert counters.env_steps == 160

@@ -57,18 +57,26 @@ def _ran(output: str) -> set[str]:
 def repo(tmp_path_factory):
     """A git + DVC copy of this working tree (tracked and untracked-but-not-ignored files)."""
     root = tmp_path_factory.mktemp("e2e") / "repo"
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split("\0")
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for name in filter(None, files):
         if (REPO / name).is_file():
             (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, root / name)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("MLFLOW_", "DVC_", "GIT_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "GIT_"))}
     # dvc.yaml's commands call `python`: the interpreter running these tests.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(GIT_AUTHOR_NAME="t", GIT_AUTHOR_EMAIL="t@t", GIT_COMMITTER_NAME="t",
-               GIT_COMMITTER_EMAIL="t@t")
+    env.update(
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+    )
     _set_params(root / "params.yaml", {**TINY_PARAMS, "compile": True})  # as a user runs it
     _run(["git", "init", "-q"], root, env)
     _run(["git", "add", "-A"], root, env)
@@ -80,8 +88,14 @@ def repo(tmp_path_factory):
 def test_repro_runs_every_stage_and_lands_runs_in_the_root_store(repo):
     root = repo["root"]
     assert _ran(repo["first"]) == set(STAGES)
-    for out in ("data/warmup/meta.json", "models/agent.pt", "metrics/train.json",
-                "metrics/eval.json", "plots/returns.png", "plots/losses.png"):
+    for out in (
+        "data/warmup/meta.json",
+        "models/agent.pt",
+        "metrics/train.json",
+        "metrics/eval.json",
+        "plots/returns.png",
+        "plots/losses.png",
+    ):
         assert (root / out).is_file(), out
     assert json.loads((root / "metrics/eval.json").read_text())["episodes"] == 2
     assert (root / "dvc.lock").is_file()
@@ -114,8 +128,9 @@ def test_dvc_exp_run_with_a_set_param_lands_in_the_same_store(repo):
     root, env = repo["root"], repo["env"]
     _run(["git", "add", "-A"], root, env)
     _run(["git", "commit", "-q", "--allow-empty", "-m", "baseline"], root, env)
-    output = _run([sys.executable, "-m", "dvc", "exp", "run", "-S", "training.lr=2.0e-3"],
-                  root, env)
+    output = _run(
+        [sys.executable, "-m", "dvc", "exp", "run", "-S", "training.lr=2.0e-3"], root, env
+    )
     assert _ran(output) == {"train", "evaluate", "plot"}
     shown = _run([sys.executable, "-m", "dvc", "exp", "show", "--csv"], root, env)
     assert "0.002" in shown

@@ -54,8 +54,15 @@ def test_plot_returns_pendulum_with_evaluation(tmp_path):
     csv = _returns_csv(tmp_path / "returns.csv", returns, np.full(n, 200))
     eval_json = tmp_path / "eval.json"
     eval_json.write_text(
-        json.dumps({"eval/return_mean": -180.0, "eval/return_std": 40.0, "eval/env_steps": 12000,
-                    "eval/episodes": 10, "eval/random_return_mean": -1250.0})
+        json.dumps(
+            {
+                "eval/return_mean": -180.0,
+                "eval/return_std": 40.0,
+                "eval/env_steps": 12000,
+                "eval/episodes": 10,
+                "eval/random_return_mean": -1250.0,
+            }
+        )
     )
     out = plots.plot_returns(
         csv, eval_json, tmp_path / "plots" / "returns.png", title="Pendulum-v1"

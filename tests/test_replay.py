@@ -80,8 +80,16 @@ def test_arrays_are_in_insertion_order(spec):
     buffer = ReplayBuffer(spec, capacity=50)
     _fill(buffer, 0, 137)
     arrays = buffer.arrays()
-    assert set(arrays) == {"obs/counter", "obs/image", "action", "reward", "is_first", "is_last",
-                           "is_terminal", "stream"}
+    assert set(arrays) == {
+        "obs/counter",
+        "obs/image",
+        "action",
+        "reward",
+        "is_first",
+        "is_last",
+        "is_terminal",
+        "stream",
+    }
     np.testing.assert_array_equal(arrays["obs/counter"][:, 0], np.arange(87, 137))
     assert arrays["obs/image"].shape == (50, 4, 4, 1)
 
@@ -141,8 +149,9 @@ def test_add_validates_its_inputs(spec):
     with pytest.raises(ValueError, match="is_terminal requires is_last"):
         buffer.add(obs, np.zeros(2), 0.0, False, False, True)
     with pytest.raises(ValueError, match="obs\\['image'\\]"):
-        buffer.add({**obs, "image": np.zeros((4, 4, 1), np.float32)}, np.zeros(2), 0.0, True,
-                   False, False)
+        buffer.add(
+            {**obs, "image": np.zeros((4, 4, 1), np.float32)}, np.zeros(2), 0.0, True, False, False
+        )
     assert len(buffer) == 0
 
 
@@ -335,9 +344,11 @@ def test_chunk_with_wrong_shape(spec, tmp_path):
 def _latents(index: np.ndarray, deter: int = 3, stoch: int = 2):
     """Latents whose values name the physical step they were written for."""
     value = index.astype(np.float16)[..., None]
-    return replay_module.Latents(np.broadcast_to(value, (*index.shape, deter)).copy(),
-                                 np.broadcast_to(index[..., None] % 4, (*index.shape, stoch))
-                                 .astype(np.int16), np.ones(index.shape, bool))
+    return replay_module.Latents(
+        np.broadcast_to(value, (*index.shape, deter)).copy(),
+        np.broadcast_to(index[..., None] % 4, (*index.shape, stoch)).astype(np.int16),
+        np.ones(index.shape, bool),
+    )
 
 
 def test_latents_round_trip_and_are_dropped_when_their_step_is_overwritten(spec):
@@ -393,12 +404,21 @@ def test_windows_stay_in_one_stream_and_a_forced_crossing_reads_as_two_episodes(
     obs = {"counter": np.zeros(1, np.float32), "image": np.zeros((4, 4, 1), np.uint8)}
     for stream, count in ((0, 8), (1, 8), (0, 3)):  # runs of two envs, mid-episode
         for _ in range(count):
-            buffer.add({**obs, "counter": np.array([stream], np.float32)}, np.ones(2), 1.0,
-                       False, False, False, stream=stream)
+            buffer.add(
+                {**obs, "counter": np.array([stream], np.float32)},
+                np.ones(2),
+                1.0,
+                False,
+                False,
+                False,
+                stream=stream,
+            )
     inside = buffer.sample(64, 5, np.random.default_rng(0))  # fits inside the runs of 8
     assert torch.all(inside.obs["counter"] == inside.obs["counter"][:, :1])
     assert not inside.is_first[:, 1:].any() and not inside.is_last.any()
     crossing = buffer.sample(64, 12, np.random.default_rng(0))  # longer than any run
     seam = crossing.obs["counter"][:, 1:, 0] != crossing.obs["counter"][:, :-1, 0]
     assert seam.any()
-    assert torch.equal(crossing.is_first[:, 1:], seam) and torch.equal(crossing.is_last[:, :-1], seam)
+    assert torch.equal(crossing.is_first[:, 1:], seam) and torch.equal(
+        crossing.is_last[:, :-1], seam
+    )

@@ -60,8 +60,14 @@ def _set(df: pd.DataFrame, column: str, row: int, value) -> pd.DataFrame:
 def test_good_transitions_pass(discrete):
     df = _transitions(discrete)
     assert _validate_transitions(df, discrete).equals(df)
-    assert list(df.columns[:6]) == ["step", "stream", "reward", "is_first", "is_last",
-                                    "is_terminal"]
+    assert list(df.columns[:6]) == [
+        "step",
+        "stream",
+        "reward",
+        "is_first",
+        "is_last",
+        "is_terminal",
+    ]
     assert list(df.columns[6:]) == ["action_0", "action_1", *STATE]
 
 
@@ -71,13 +77,20 @@ def test_episode_starts_are_checked_per_stream():
     stream = np.array([0, 0, 1, 1, 0, 1])
     is_first = np.array([True, False, True, False, True, False])
     is_last = np.array([False, True, False, False, False, False])
-    df = schemas.transitions_frame(np.zeros(6), is_first, is_last, np.zeros(6, bool),
-                                   np.zeros((6, 2)), stream=stream)
+    df = schemas.transitions_frame(
+        np.zeros(6), is_first, is_last, np.zeros(6, bool), np.zeros((6, 2)), stream=stream
+    )
     schemas.validate_transitions(df, SOURCE, 2, False)
-    _fails(lambda: schemas.validate_transitions(_set(df, "is_first", 2, False), SOURCE, 2, False),
-           "column 'is_first'", "rows [2]")
-    _fails(lambda: schemas.validate_transitions(_set(df, "is_first", 4, False), SOURCE, 2, False),
-           "column 'is_first'", "rows [4]")
+    _fails(
+        lambda: schemas.validate_transitions(_set(df, "is_first", 2, False), SOURCE, 2, False),
+        "column 'is_first'",
+        "rows [2]",
+    )
+    _fails(
+        lambda: schemas.validate_transitions(_set(df, "is_first", 4, False), SOURCE, 2, False),
+        "column 'is_first'",
+        "rows [4]",
+    )
 
 
 @pytest.mark.parametrize(

@@ -37,8 +37,16 @@ TINY_PARAMS = {
     "warmup": {"steps": 200},
     "model": {"size": "debug"},
     "behavior": {"horizon": 5},
-    "training": {"env_steps": 600, "batch_size": 4, "batch_length": 16, "train_ratio": 32.0,
-                 "lr": 1.0e-3, "lr_warmup": 0, "log_every": 100, "checkpoint_every": 200},
+    "training": {
+        "env_steps": 600,
+        "batch_size": 4,
+        "batch_length": 16,
+        "train_ratio": 32.0,
+        "lr": 1.0e-3,
+        "lr_warmup": 0,
+        "log_every": 100,
+        "checkpoint_every": 200,
+    },
     "evaluate": {"episodes": 2},
     "mlflow": {"experiment": "stages-test"},
 }
@@ -60,12 +68,38 @@ def write_params(folder: Path, **overrides) -> Path:
 
 STAGE_ARGS = {
     "warmup": ["--out", "data/warmup"],
-    "train": ["--warmup", "data/warmup", "--checkpoint", "models/checkpoint", "--agent",
-              "models/agent.pt", "--metrics", "metrics/train.json", "--curves", "metrics/train"],
-    "evaluate": ["--agent", "models/agent.pt", "--metrics", "metrics/eval.json",
-                 "--episodes-csv", "metrics/eval/episodes.csv", "--media", "media/eval"],
-    "plot": ["--curves", "metrics/train", "--eval", "metrics/eval.json", "--media", "media/eval",
-             "--out", "plots"],
+    "train": [
+        "--warmup",
+        "data/warmup",
+        "--checkpoint",
+        "models/checkpoint",
+        "--agent",
+        "models/agent.pt",
+        "--metrics",
+        "metrics/train.json",
+        "--curves",
+        "metrics/train",
+    ],
+    "evaluate": [
+        "--agent",
+        "models/agent.pt",
+        "--metrics",
+        "metrics/eval.json",
+        "--episodes-csv",
+        "metrics/eval/episodes.csv",
+        "--media",
+        "media/eval",
+    ],
+    "plot": [
+        "--curves",
+        "metrics/train",
+        "--eval",
+        "metrics/eval.json",
+        "--media",
+        "media/eval",
+        "--out",
+        "plots",
+    ],
 }
 MAINS = {"warmup": warmup.main, "train": train.main, "evaluate": evaluate.main, "plot": plot.main}
 
@@ -76,9 +110,15 @@ def run_stage(stage: str) -> int:
 
 def stage_process(stage: str, cwd: Path, **kwargs) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.Popen([sys.executable, "-m", f"stages.{stage}", *STAGE_ARGS[stage]],
-                            cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", f"stages.{stage}", *STAGE_ARGS[stage]],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -101,20 +141,27 @@ def test_stage_outputs(project):
     assert (project / "data/warmup/replay/meta.json").is_file()
 
     summary = json.loads((project / "metrics/train.json").read_text())
-    assert {"train/env_steps", "train/gradient_steps", "train/wall_seconds",
-            "train/updates_per_second", "loss/world_model"} <= set(summary)
+    assert {
+        "train/env_steps",
+        "train/gradient_steps",
+        "train/wall_seconds",
+        "train/updates_per_second",
+        "loss/world_model",
+    } <= set(summary)
     assert summary["train/env_steps"] == 600 and summary["train/resumed"] is False
     # 32 replayed steps per env step at B·T = 64: half an update per env step after warm-up
     assert summary["train/gradient_steps"] == (600 - warm["env_steps"]) // 2
-    returns = schemas.read_csv(project / "metrics/train/returns.csv",
-                               schemas.validate_train_returns)
+    returns = schemas.read_csv(
+        project / "metrics/train/returns.csv", schemas.validate_train_returns
+    )
     losses = schemas.read_csv(project / "metrics/train/losses.csv", schemas.validate_train_losses)
     assert len(returns) >= 1 and list(losses["env_step"]) == [300, 400, 500, 600]
     assert {"loss/world_model", "loss/reward", "loss/actor", "loss/critic"} <= set(losses)
 
     evaluation = json.loads((project / "metrics/eval.json").read_text())
     assert {"eval/return_mean", "eval/return_std", "eval/episodes", "eval/env_steps"} <= set(
-        evaluation)
+        evaluation
+    )
     assert evaluation["eval/episodes"] == 2 and evaluation["eval/env_steps"] == 600
     episodes = schemas.read_csv(project / "metrics/eval/episodes.csv", schemas.validate_episodes)
     assert np.isclose(episodes["return"].mean(), evaluation["eval/return_mean"])
@@ -141,10 +188,14 @@ def test_mlflow_runs_are_grouped_tagged_and_hold_the_model(project):
     experiment = client.get_experiment_by_name("stages-test")
     runs = client.search_runs([experiment.experiment_id])
     # The fixture's execution is the first pipeline run (a later test adds another).
-    parent = min((r for r in runs if r.data.tags.get("stage") == "pipeline"),
-                 key=lambda r: r.info.start_time)
-    children = {r.data.tags["stage"]: r for r in runs
-                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    parent = min(
+        (r for r in runs if r.data.tags.get("stage") == "pipeline"), key=lambda r: r.info.start_time
+    )
+    children = {
+        r.data.tags["stage"]: r
+        for r in runs
+        if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+    }
     assert set(children) == {"warmup", "train", "evaluate", "plot"}
     for run in children.values():
         tags = run.data.tags
@@ -159,7 +210,8 @@ def test_mlflow_runs_are_grouped_tagged_and_hold_the_model(project):
     artifacts = {a.path for a in client.list_artifacts(children["plot"].info.run_id, "plots")}
     assert "plots/returns.png" in artifacts
     assert [a.path for a in client.list_artifacts(children["evaluate"].info.run_id, "video")] == [
-        "video/episode.gif"]
+        "video/episode.gif"
+    ]
 
     # The logged model loads back and acts.
     from pipeline.tracking import load_pytorch_model
@@ -278,7 +330,8 @@ def test_corrupt_artifacts_fail_in_one_line_naming_the_file(project, tmp_path):
         checkpoint.parent.mkdir(parents=True)
         checkpoint.write_bytes(b"not a checkpoint")
         assert "models/checkpoint/state.pt: corrupt or unreadable" in _one_line_failure(
-            "train", tmp_path)
+            "train", tmp_path
+        )
         assert checkpoint.read_bytes() == b"not a checkpoint"
 
         (tmp_path / "models/agent.pt").write_bytes(b"\x00" * 100)
@@ -311,10 +364,19 @@ def test_image_env_runs_through_every_stage_with_parallel_envs(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.delenv("DVC_EXP_NAME", raising=False)
-    write_params(tmp_path, **{
-        "env.id": "CarRacing-v3", "env.image_size": 16, "env.num_envs": 2,
-        "env.action_repeat": 2, "env.kwargs": {"max_episode_steps": 120},
-        "warmup.steps": 40, "training.env_steps": 120, "evaluate.episodes": 1})
+    write_params(
+        tmp_path,
+        **{
+            "env.id": "CarRacing-v3",
+            "env.image_size": 16,
+            "env.num_envs": 2,
+            "env.action_repeat": 2,
+            "env.kwargs": {"max_episode_steps": 120},
+            "warmup.steps": 40,
+            "training.env_steps": 120,
+            "evaluate.episodes": 1,
+        },
+    )
     for stage in ("warmup", "train", "evaluate", "plot"):
         assert run_stage(stage) == 0, stage
     meta = json.loads((tmp_path / "data/warmup/meta.json").read_text())
@@ -329,8 +391,9 @@ def test_image_env_runs_through_every_stage_with_parallel_envs(tmp_path, monkeyp
     for name in ("eval_frames.png", "open_loop.png"):
         assert (tmp_path / "plots" / name).stat().st_size > 5_000
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    runs = client.search_runs([client.get_experiment_by_name("stages-test").experiment_id],
-                              "tags.stage = 'evaluate'")
+    runs = client.search_runs(
+        [client.get_experiment_by_name("stages-test").experiment_id], "tags.stage = 'evaluate'"
+    )
     logged = {a.path for a in client.list_artifacts(runs[0].info.run_id, "video")}
     assert logged == {"video/episode.gif", "video/open_loop.gif"}
 
@@ -385,14 +448,25 @@ def _tensor_devices(agent) -> set[str]:
 
 
 @pytest.mark.parametrize("video", [True, False])
-def test_evaluate_video_flag_decides_the_videos_not_the_metrics(tmp_path, monkeypatch, capsys,
-                                                                 mlflow_store, video):
+def test_evaluate_video_flag_decides_the_videos_not_the_metrics(
+    tmp_path, monkeypatch, capsys, mlflow_store, video
+):
     """An image env (both videos possible): ``evaluate.video: false`` writes neither GIF nor logs
     one, says nothing about rendering, and still writes the metrics, the episodes CSV and the
     (empty) media folder that is the stage's DVC out. ``true`` is the control."""
-    _evaluate_project(tmp_path, monkeypatch, mlflow_store, **{
-        "env.id": "CarRacing-v3", "env.image_size": 16, "env.action_repeat": 4,
-        "env.kwargs": {"max_episode_steps": 24}, "evaluate.episodes": 1, "evaluate.video": video})
+    _evaluate_project(
+        tmp_path,
+        monkeypatch,
+        mlflow_store,
+        **{
+            "env.id": "CarRacing-v3",
+            "env.image_size": 16,
+            "env.action_repeat": 4,
+            "env.kwargs": {"max_episode_steps": 24},
+            "evaluate.episodes": 1,
+            "evaluate.video": video,
+        },
+    )
     assert run_stage("evaluate") == 0
     gifs = {"episode.gif", "open_loop.gif"} if video else set()
     assert {p.name for p in (tmp_path / "media/eval").iterdir()} == gifs
@@ -403,16 +477,23 @@ def test_evaluate_video_flag_decides_the_videos_not_the_metrics(tmp_path, monkey
     episodes = schemas.read_csv(tmp_path / "metrics/eval/episodes.csv", schemas.validate_episodes)
     assert len(episodes) == 1 and episodes["length"][0] == 24 // 4
     client = MlflowClient(mlflow_store)
-    [run] = client.search_runs([client.get_experiment_by_name(tmp_path.name).experiment_id],
-                               "tags.stage = 'evaluate'")
+    [run] = client.search_runs(
+        [client.get_experiment_by_name(tmp_path.name).experiment_id], "tags.stage = 'evaluate'"
+    )
     assert {a.path for a in client.list_artifacts(run.info.run_id, "video")} == {
-        f"video/{name}" for name in gifs}
+        f"video/{name}" for name in gifs
+    }
     assert run.data.metrics["eval/return_mean"] == pytest.approx(summary["eval/return_mean"])
 
 
 def test_device_cpu_evaluates_on_the_cpu(tmp_path, monkeypatch, mlflow_store):
-    _evaluate_project(tmp_path, monkeypatch, mlflow_store, device="cpu",
-                      **{"evaluate.episodes": 1, "evaluate.video": False})
+    _evaluate_project(
+        tmp_path,
+        monkeypatch,
+        mlflow_store,
+        device="cpu",
+        **{"evaluate.episodes": 1, "evaluate.video": False},
+    )
     built = _agents_built(monkeypatch)
     assert run_stage("evaluate") == 0
     [agent] = built
@@ -422,8 +503,7 @@ def test_device_cpu_evaluates_on_the_cpu(tmp_path, monkeypatch, mlflow_store):
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
-def test_device_cuda_without_cuda_fails_in_one_line(tmp_path, monkeypatch, capsys,
-                                                   mlflow_store):
+def test_device_cuda_without_cuda_fails_in_one_line(tmp_path, monkeypatch, capsys, mlflow_store):
     _evaluate_project(tmp_path, monkeypatch, mlflow_store, device="cuda")
     assert run_stage("evaluate") == 2
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
@@ -434,8 +514,13 @@ def test_device_cuda_without_cuda_fails_in_one_line(tmp_path, monkeypatch, capsy
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_device_cuda_evaluates_on_the_gpu(tmp_path, monkeypatch, mlflow_store):
-    _evaluate_project(tmp_path, monkeypatch, mlflow_store, device="cuda",
-                      **{"evaluate.episodes": 1, "evaluate.video": False})
+    _evaluate_project(
+        tmp_path,
+        monkeypatch,
+        mlflow_store,
+        device="cuda",
+        **{"evaluate.episodes": 1, "evaluate.video": False},
+    )
     built = _agents_built(monkeypatch)
     assert run_stage("evaluate") == 0
     [agent] = built

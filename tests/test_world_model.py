@@ -120,8 +120,9 @@ def test_filter_blocks_equal_one_step_at_a_time(tiny_config):
     torch.manual_seed(1)
     state, deters, posts = wm.rssm.initial(batch.action.shape[0], "cpu"), [], []
     for t in range(T):
-        state, log_probs = wm.rssm.observe_step(state, batch.action[:, t], embed[:, t],
-                                                batch.is_first[:, t])
+        state, log_probs = wm.rssm.observe_step(
+            state, batch.action[:, t], embed[:, t], batch.is_first[:, t]
+        )
         deters.append(state.deter)
         posts.append(log_probs)
     assert states.deter.shape[1] == T
