@@ -20,7 +20,7 @@ import numpy as np
 
 from .agent import Agent
 from .config import Config
-from .replay import ReplayBuffer
+from .replay import Latents, ReplayBuffer
 from .seeding import restore_rng_state, rng_state
 
 # The columns of a metrics row before the agent's loss/* ones (the losses curve's header).
@@ -54,6 +54,11 @@ class Collector:
     :meth:`flush`; sampled windows stay inside one stream (one stream per env, as the official
     code), so a window never mixes envs. The cost: no window spans two runs of the same env.
     With one env every step goes to the replay at once.
+
+    With an :class:`AgentPolicy` and a replay that keeps latents (replay context), each step also
+    gets the posterior state the policy computed for its observation (official: the policy's
+    carry is stored with every step), so a window can start from it before any update replayed
+    the step. Random steps (the warm-up) have none until an update writes one.
     """
 
     def __init__(
@@ -69,6 +74,8 @@ class Collector:
         self.is_first = np.ones(N, bool)
         self._score, self._length = np.zeros(N), np.zeros(N, np.int64)
         self._pending: list[list[tuple]] = [[] for _ in range(N)]  # per env, not yet in replay
+        self._pending_latents: list[list[Latents | None]] = [[] for _ in range(N)]
+        self._last_index = np.zeros(N, np.int64)  # replay index of each env's newest added step
 
     @property
     def started(self) -> bool:
@@ -77,9 +84,10 @@ class Collector:
     def _store(self, index: int, step: tuple) -> None:
         """``step = (obs, action, reward, is_first, is_last, is_terminal)`` of env ``index``."""
         if self.envs.num_envs == 1:
-            self.replay.add(*step)
+            self._last_index[0] = self.replay.add(*step)
             return
         self._pending[index].append(step)
+        self._pending_latents[index].append(None)
         if len(self._pending[index]) >= self.fragment:
             self.flush(index)
 
@@ -87,8 +95,21 @@ class Collector:
         """Move the pending steps of env ``index`` (default: all envs) into the replay."""
         for i in range(self.envs.num_envs) if index is None else [index]:
             steps, self._pending[i] = self._pending[i], []
-            for step in steps:
-                self.replay.add(*step, stream=i)
+            latents, self._pending_latents[i] = self._pending_latents[i], []
+            for step, latent in zip(steps, latents):
+                self._last_index[i] = self.replay.add(*step, stream=i)
+                if latent is not None:
+                    self.replay.write_latents(self._last_index[i : i + 1], latent)
+
+    def _store_latents(self, latents: Latents) -> None:
+        """Attach the policy's latents ``(N, ...)`` to each env's newest step (the observation
+        it just acted on), in the replay or still pending."""
+        for i in range(self.envs.num_envs):
+            row = Latents(*(x[i : i + 1] for x in latents))  # (1, ...)
+            if self._pending[i]:
+                self._pending_latents[i][-1] = row
+            else:
+                self.replay.write_latents(self._last_index[i : i + 1], row)
 
     def _reset_ended(self) -> None:
         mask = self.needs_reset
@@ -109,6 +130,8 @@ class Collector:
         if self.needs_reset.any():
             self._reset_ended()
         actions = np.asarray(policy(self.obs, self.is_first), np.float32)  # (N, A)
+        if isinstance(policy, AgentPolicy) and self.replay.has_latents:
+            self._store_latents(policy.latents())
         obs, reward, terminated, truncated = self.envs.step(actions)
         records = []
         for i in range(self.envs.num_envs):
@@ -151,6 +174,16 @@ class AgentPolicy:
         """``obs {key: (N, ...)}``, ``is_first (N,)`` → actions ``(N, A)``."""
         action, self.state = self.agent.act(obs, is_first, self.state, self.deterministic)
         return action
+
+    def latents(self) -> Latents:
+        """The posterior state of the observations just acted on, in the replay's format:
+        deter ``(N, D)`` float16, stoch ``(N, S)`` int16 class indices, valid ``(N,)``."""
+        deter, stoch = self.state.latent
+        return Latents(
+            deter.cpu().numpy().astype(np.float16),
+            stoch.argmax(-1).cpu().numpy().astype(np.int16),
+            np.ones(len(deter), bool),
+        )
 
 
 def collect_random(

@@ -32,11 +32,13 @@ the window and must start from its initial state there.
 model ignores the action at ``is_first`` steps.
 
 Replay context (official ``replay_context: 1``). The trainer samples windows one step longer and
-keeps, per stored step, the RSSM posterior state the last update computed for it
-(:meth:`ReplayBuffer.attach_latents`): the extra first step of a window is not trained on, its
-stored latent is the window's starting state, and the update writes its new posteriors back. A step
-has no latent until an update has replayed it (or after it is overwritten); there the window starts
-from the zero state as above. The latents are not part of the saved chunk files (they depend on
+keeps, per stored step, an RSSM posterior state (:meth:`ReplayBuffer.attach_latents`): first the
+one the policy computed when it acted on the step's observation (``loop.Collector``), then the one
+the last update computed for it. The extra first step of a window is not trained on, its stored
+latent is the window's starting state, and the update writes its new posteriors back. A step the
+policy never acted on (random warm-up steps, an episode's last observation) has no latent until
+an update replays it, nor one after it is overwritten; there the window starts from the zero state
+as above. The latents are not part of the saved chunk files (they depend on
 the model, not the environment); the trainer's checkpoint carries them.
 
 Memory: one step takes :attr:`ReplayBuffer.bytes_per_step` bytes — the image bytes
@@ -134,7 +136,7 @@ class Latents(NamedTuple):
     """Stored RSSM states of replayed steps (replay context), host arrays.
 
     Attributes: deter ``(..., D)`` float16; stoch ``(..., S)`` int16 class indices; valid ``(...)``
-    bool, False where no update has computed a state for the step yet.
+    bool, False where neither the policy nor an update has computed a state for the step yet.
     """
 
     deter: np.ndarray
@@ -229,7 +231,7 @@ class ReplayBuffer:
         is_last: bool,
         is_terminal: bool,
         stream: int = 0,
-    ) -> None:
+    ) -> int:
         """Append one step (see the time convention in the module docstring).
 
         Args:
@@ -238,6 +240,10 @@ class ReplayBuffer:
             reward: received on arriving at ``obs``; 0 when ``is_first``.
             is_first, is_last, is_terminal: episode flags (``is_terminal`` implies ``is_last``).
             stream: the env the step comes from (windows never mix streams).
+
+        Returns:
+            the physical index the step was written to (its stored latent is invalid until
+            :meth:`write_latents`).
         """
         if set(obs) != set(self.spec.obs_shapes):
             expected = sorted(self.spec.obs_shapes)
@@ -272,6 +278,7 @@ class ReplayBuffer:
         self._cursor = (index + 1) % self.capacity
         self._size = min(self._size + 1, self.capacity)
         self._total_steps += 1
+        return index
 
     def _oldest(self) -> int:
         """Physical index of the oldest stored step."""
@@ -416,6 +423,10 @@ class ReplayBuffer:
         self._latents = {
             k: np.zeros((self.capacity, *shape), dtype) for k, (shape, dtype) in shapes.items()
         }
+
+    @property
+    def has_latents(self) -> bool:
+        return self._latents is not None
 
     def read_latents(self, index: np.ndarray) -> Latents:
         """The stored latents at physical ``index (B,)``; ``valid`` False where there are none."""

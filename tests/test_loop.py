@@ -6,9 +6,10 @@ import torch
 
 from dreamer.agent import Agent
 from dreamer.checkpoint import load_checkpoint, save_checkpoint
-from dreamer.env_pool import make_envs
+from dreamer.env_pool import LocalEnvs, make_envs
+from dreamer.envs import DreamerEnv
 from dreamer.evaluation import evaluate, evaluate_random
-from dreamer.loop import Hooks, Trainer, collect_random
+from dreamer.loop import AgentPolicy, Collector, Hooks, Trainer, collect_random
 from dreamer.replay import ReplayBuffer
 from dreamer.run import train
 from dreamer.seeding import seed_everything
@@ -29,6 +30,35 @@ def test_collect_random_stores_episodes_with_the_time_convention():
     assert not data["is_terminal"].any()  # truncation is not termination
     assert np.all(data["action"][data["is_first"]] == 0)
     assert records[0].score == pytest.approx(data["reward"][1:201].sum(), rel=1e-5)
+
+
+@pytest.mark.parametrize("num_envs", [1, 2])
+def test_collection_stores_the_policy_latent_of_each_observation_it_acts_on(num_envs):
+    """Replay context as official: every step the agent acted on carries the posterior state the
+    policy computed for it (also while still in a pending run of several envs); the newest
+    observation, not acted on yet, has none."""
+    cfg = tiny()
+    envs = LocalEnvs([DreamerEnv(cfg.env, seed) for seed in range(num_envs)])
+    replay = ReplayBuffer(envs.spec, 1000)
+    m = cfg.model
+    replay.attach_latents(m.deter, m.stoch, m.classes)
+    policy = AgentPolicy(Agent(envs.spec, cfg), num_envs)
+    collector = Collector(envs, replay, seed=0, fragment=16)  # runs of 16: some steps pending
+    acted_on = []  # per policy call: the latents of the N observations it acted on
+    for _ in range(40):
+        collector.step(policy)
+        acted_on.append(policy.latents())
+    collector.flush()
+    streams = replay.arrays()["stream"]
+    stored = replay.read_latents(np.arange(len(replay)))  # no wrap: physical = insertion order
+    for i in range(num_envs):
+        rows = np.flatnonzero(streams == i)  # the reset step, then 40 steps
+        assert len(rows) == 41 and stored.valid[rows].tolist() == [True] * 40 + [False]
+        expected = np.stack([latents.deter[i] for latents in acted_on])
+        np.testing.assert_array_equal(stored.deter[rows[:40]], expected)
+        np.testing.assert_array_equal(
+            stored.stoch[rows[:40]], np.stack([latents.stoch[i] for latents in acted_on])
+        )
 
 
 def _trainer(cfg, env_steps=None):
