@@ -21,6 +21,7 @@ than mlflow's global active run, so nothing depends on (or leaks) fluent state.
 
 from __future__ import annotations
 
+import base64
 import logging
 import math
 import os
@@ -137,15 +138,19 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     answer); mlflow's own client would retry for minutes. For sqlite, the database's folder is
     created.
 
+    A server with logins must accept the client's credentials (:func:`_check_login`).
+
     Raises:
         MlflowUnavailable: ``mlflow tracking server http://… is unreachable (…)``.
+        TrackingError: the server requires a login, or refuses the one given.
     """
     if uri.startswith(("http://", "https://")):
         try:
-            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
-                pass
-        except urllib.error.HTTPError:
-            pass  # it answered: reachable, whatever it thinks of /health
+            try:
+                urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+            except urllib.error.HTTPError:
+                pass  # it answered: reachable, whatever it thinks of /health
+            _check_login(uri, timeout)
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             if isinstance(reason, TimeoutError) or "timed out" in str(reason):
@@ -160,6 +165,39 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     path = _sqlite_path(uri)
     if path is not None:
         path.resolve().parent.mkdir(parents=True, exist_ok=True)
+
+
+def _check_login(uri: str, timeout: float) -> None:
+    """One authenticated read (search one experiment) with the credentials MLflow's client will
+    send (``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD``, or ``MLFLOW_TRACKING_TOKEN``): a server
+    with logins (``mlflow server --app-name basic-auth``) that refuses them fails here in
+    one line, instead of at the first logged metric after the warm-up."""
+    request = urllib.request.Request(
+        uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
+    )
+    user, password = (os.environ.get(f"MLFLOW_TRACKING_{k}") for k in ("USERNAME", "PASSWORD"))
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    if user and password:
+        pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {pair}")
+    elif token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout):
+            return
+    except urllib.error.HTTPError as exc:
+        if exc.code not in (401, 403):
+            return  # reachable; anything else is the server's business, not a login problem
+        if not (user and password) and not token:
+            raise TrackingError(
+                f"mlflow tracking server {uri} requires a login: set MLFLOW_TRACKING_USERNAME "
+                "and MLFLOW_TRACKING_PASSWORD"
+            ) from None
+        who = f"user {user!r}" if user and password else "MLFLOW_TRACKING_TOKEN"
+        raise TrackingError(
+            f"mlflow tracking server {uri} refused the credentials of {who} (HTTP {exc.code}); "
+            "check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
+        ) from None
 
 
 @contextmanager
@@ -365,6 +403,12 @@ class StageRun:
 def _quote(value: str) -> str:
     """A string literal for an MLflow filter."""
     return f'"{value}"' if "'" in value else f"'{value}'"
+
+
+def check_store(cfg: Config) -> None:
+    """:func:`check_tracking` for the store ``cfg`` resolves to: a stage calls it first, so an
+    unreachable server or a refused login fails before any work (nothing is created in it)."""
+    check_tracking(resolve_tracking_uri(cfg.mlflow.tracking_uri))
 
 
 def pipeline_parent_id(cfg: Config) -> str | None:

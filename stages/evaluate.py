@@ -17,7 +17,7 @@ from pathlib import Path
 from dreamer.evaluation import evaluate_agent
 from pipeline import cli, schemas, tables
 from pipeline.media import write_gif
-from pipeline.tracking import pipeline_parent_id, stage_run
+from pipeline.tracking import check_store, pipeline_parent_id, stage_run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--media", default="media/eval", help="folder for the episode video")
     args = p.parse_args(argv)
     cfg = cli.load(args.params)
+    check_store(cfg)  # an unreachable server or a refused login fails before any work
     evaluation, info = evaluate_agent(args.agent, cfg)  # a bad agent file fails before MLflow
     with stage_run(cfg, "evaluate", pipeline_parent_id(cfg)) as run:
         run.set_tags({"upstream.train_run_id": info.get("mlflow_run_id", "")})

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pipeline import cli, plots, schemas
 from pipeline.media import read_gif
-from pipeline.tracking import pipeline_parent_id, stage_run
+from pipeline.tracking import check_store, pipeline_parent_id, stage_run
 
 FRAME_GRID = 16  # frames shown in eval_frames.png
 OPEN_LOOP_EVERY = 5  # steps between the rows of open_loop.png
@@ -30,6 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="plots")
     args = p.parse_args(argv)
     cfg = cli.load(args.params)
+    check_store(cfg)  # an unreachable server or a refused login fails before any work
     curves, out = Path(args.curves), Path(args.out)
     # Validate what crosses the stage boundary before drawing it.
     schemas.read_csv(curves / "returns.csv", schemas.validate_train_returns)

@@ -16,7 +16,7 @@ from dreamer.compiled import use_cache_dir
 from dreamer.run import TrainingRun, load_warmup
 from pipeline import cli, tables
 from pipeline.progress import TrainMonitor
-from pipeline.tracking import pipeline_parent_id, project_root, stage_run
+from pipeline.tracking import check_store, pipeline_parent_id, project_root, stage_run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--curves", default="metrics/train")
     args = p.parse_args(argv)
     cfg = cli.load(args.params)
+    check_store(cfg)  # an unreachable server or a refused login fails before any work
     meta, warmup = load_warmup(Path(args.warmup), cfg)
     cache = use_cache_dir(project_root() / ".cache" / "torch")
     training = TrainingRun(cfg, warmup, Path(args.checkpoint))

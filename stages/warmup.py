@@ -12,7 +12,7 @@ from pathlib import Path
 from dreamer.atomic import atomic_dir
 from dreamer.run import collect_warmup, save_warmup
 from pipeline import cli, schemas, tables
-from pipeline.tracking import pipeline_parent_id, stage_run
+from pipeline.tracking import check_store, pipeline_parent_id, stage_run
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="data/warmup", help="output folder")
     args = p.parse_args(argv)
     cfg = cli.load(args.params)
+    check_store(cfg)  # an unreachable server or a refused login fails before any work
     out = Path(args.out)
     warmup = collect_warmup(cfg)  # checks the env id and spaces first
     with stage_run(cfg, "warmup", pipeline_parent_id(cfg)) as run:
