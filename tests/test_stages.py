@@ -274,7 +274,8 @@ def test_train_resumes_after_sigkill_and_restarts_when_params_change(project, tm
         expected = pd.read_csv(project / "metrics/train/returns.csv")
         pd.testing.assert_frame_equal(returns, expected)
 
-        write_params(tmp_path, **{"training.lr": 5.0e-4})
+        # Other params (a shorter budget too, to keep the suite short): a fresh start.
+        write_params(tmp_path, **{"training.lr": 5.0e-4, "training.env_steps": 300})
         third = stage_process("train", tmp_path)
         out, err = third.communicate(timeout=300)
         assert third.returncode == 0, err
