@@ -145,20 +145,23 @@ class TrainingRun:
         self.config_hash = cfg.hash(RESUME_SECTIONS)
         seed_everything(cfg.seed, cfg.threads)
         self.envs = make_envs(cfg.env, train_env_seed(cfg.seed, cfg.env.num_envs))
-        if self.envs.spec != warmup.spec:
+        try:  # the envs may be subprocesses: closed here if the rest cannot be built
+            if self.envs.spec != warmup.spec:
+                raise CheckpointError(f"the warm-up replay's env spec differs from {cfg.env.id}'s")
+            self.agent = Agent(warmup.spec, cfg)
+            self.replay = ReplayBuffer(warmup.spec, cfg.training.replay_capacity)
+            self.trainer = Trainer(
+                self.agent,
+                self.envs,
+                self.replay,
+                cfg,
+                start_env_steps=warmup.env_steps,
+                start_episodes=warmup.episodes,
+            )
+            self.compile_seconds = self.trainer.compile()
+        except BaseException:
             self.envs.close()
-            raise CheckpointError(f"the warm-up replay's env spec differs from {cfg.env.id}'s")
-        self.agent = Agent(warmup.spec, cfg)
-        self.replay = ReplayBuffer(warmup.spec, cfg.training.replay_capacity)
-        self.trainer = Trainer(
-            self.agent,
-            self.envs,
-            self.replay,
-            cfg,
-            start_env_steps=warmup.env_steps,
-            start_episodes=warmup.episodes,
-        )
-        self.compile_seconds = self.trainer.compile()
+            raise
         self._warmup_replay: ReplayBuffer | None = warmup.replay
         self.curves: dict[str, list[dict]] = {"returns": [], "losses": []}
         self.resumed = False

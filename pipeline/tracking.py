@@ -13,7 +13,8 @@ stage's run nested under it. Stages call ``stage_run(cfg, stage, pipeline_parent
 latest parent of this DVC experiment (or of the workspace) is reused unless it already holds this
 stage or a later one, which means a new execution has begun (``dvc repro`` reruns only what
 changed, so an execution may start at any stage). Every run is tagged ``stage``, ``env_id``,
-``git_commit``, ``dvc_exp_name`` and ``config_hash``.
+``git_commit``, ``dvc_exp_name`` and ``config_hash``; the parent also carries the whole config as
+params, so the MLflow UI compares the pipeline runs of a sweep by the params that differ.
 
 This is the only module that imports mlflow. It uses ``MlflowClient`` with explicit run ids rather
 than mlflow's global active run, so nothing depends on (or leaks) fluent state.
@@ -59,8 +60,14 @@ ARTIFACTS_DIR = "mlartifacts"
 PARENT_TAG = "mlflow.parentRunId"
 STAGES = ("warmup", "train", "evaluate", "plot")  # dvc.yaml's order, for grouping runs
 PROBE_TIMEOUT_S = 5.0
+# A server that answered with these credentials within this many seconds is not asked again: a
+# stage probes at its start and again before each run it opens, and with basic-auth each probe
+# costs the server one deliberately slow password hash (about 0.3 s on a 2-core machine).
+PROBE_FRESH_S = 60.0
+_answered: dict[tuple[str, ...], float] = {}  # (uri, login env) -> time.monotonic() of the answer
 _MAX_METRICS_PER_BATCH = 1000  # MLflow's limit per log_batch call
 _MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
+_LOGIN_KEYS = ("USERNAME", "PASSWORD", "TOKEN")  # MLFLOW_TRACKING_<key>: what a client logs in with
 _warned: set[str] = set()
 
 
@@ -138,13 +145,17 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     answer); mlflow's own client would retry for minutes. For sqlite, the database's folder is
     created.
 
-    A server with logins must accept the client's credentials (:func:`_check_login`).
+    A server with logins must accept the client's credentials (:func:`_check_login`). A server
+    that answered the same login less than ``PROBE_FRESH_S`` seconds ago is not asked again.
 
     Raises:
         MlflowUnavailable: ``mlflow tracking server http://… is unreachable (…)``.
         TrackingError: the server requires a login, or refuses the one given.
     """
     if uri.startswith(("http://", "https://")):
+        login = (uri, *(os.environ.get(f"MLFLOW_TRACKING_{k}", "") for k in _LOGIN_KEYS))
+        if time.monotonic() - _answered.get(login, -math.inf) < PROBE_FRESH_S:
+            return
         try:
             try:
                 urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
@@ -161,6 +172,7 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
                 f"mlflow tracking server {uri} is unreachable ({why}); start it, or unset "
                 "MLFLOW_TRACKING_URI / mlflow.tracking_uri to use the local store"
             ) from None
+        _answered[login] = time.monotonic()
         return
     path = _sqlite_path(uri)
     if path is not None:
@@ -279,6 +291,11 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _params(params: Mapping[str, Any]) -> list[Param]:
+    """MLflow params: values stringified and cut to MLflow's 6000 characters."""
+    return [Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in params.items()]
+
+
 def _warn_once(message: str) -> None:
     if message not in _warned:
         _warned.add(message)
@@ -350,8 +367,7 @@ class StageRun:
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Log params (values stringified and cut to MLflow's 6000 characters)."""
-        entries = [Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in params.items()]
-        self.client.log_batch(self.run_id, params=entries)
+        self.client.log_batch(self.run_id, params=_params(params))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         """Set tags (values stringified)."""
@@ -482,7 +498,11 @@ def _parent_run(
     words = ["pipeline", cfg.env.id, *([exp] if exp != "workspace" else [])]
     name = " ".join([*words, time.strftime("%m-%d %H:%M:%S")])
     tags = {**context_tags, **run_tags(cfg, "pipeline")}
-    return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+    run_id = client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+    # The whole config on the parent too, so the MLflow UI compares a sweep's pipeline runs
+    # side by side with the params that differ (its "show diff only" view).
+    client.log_batch(run_id, params=_params(cfg.flat()))
+    return run_id
 
 
 @contextmanager

@@ -168,3 +168,27 @@ def test_random_baseline_runs_the_evaluation_episodes_reproducibly():
     scores = [r.score for r in baseline]
     assert scores == [r.score for r in evaluate_random(cfg, 3)]  # seeded action spaces
     assert len(set(scores)) == 3 and scores != [r.score for r in evaluated]
+
+
+def test_a_training_run_that_cannot_be_built_closes_its_envs(monkeypatch):
+    """The envs come first and may be subprocesses: an error building the rest closes them."""
+    import dreamer.run as run_module
+
+    cfg = tiny(**{"env.id": "Pendulum-v1"})
+    warmup = run_module.collect_warmup(cfg)
+    closed = []
+
+    def make_envs_recorded(*args, **kwargs):
+        envs = make_envs(*args, **kwargs)
+        close = envs.close
+        envs.close = lambda: (closed.append(True), close())
+        return envs
+
+    def broken_agent(*args, **kwargs):
+        raise RuntimeError("no agent today")
+
+    monkeypatch.setattr(run_module, "make_envs", make_envs_recorded)
+    monkeypatch.setattr(run_module, "Agent", broken_agent)
+    with pytest.raises(RuntimeError, match="no agent today"):
+        run_module.TrainingRun(cfg, warmup)
+    assert closed == [True]

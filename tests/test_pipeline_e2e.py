@@ -3,16 +3,14 @@
 Checks what a user relies on: all four stages run and write their outs; the MLflow store lands at
 the repository root (resolved from ``DVC_ROOT``) with one run per stage under one parent; a second
 ``dvc repro`` skips every stage; changing only ``evaluate.episodes`` reruns only ``evaluate`` and
-``plot``; ``dvc exp run -S`` runs an experiment whose runs land in the same store; ``dvc push`` to
-an S3 remote (moto's server on loopback) and ``dvc pull`` into a second clone retrain nothing.
+``plot``; a queued ``dvc exp run -S`` runs in its temporary clone and lands in the same store;
+``dvc push`` to an S3 remote (moto's server on loopback) and ``dvc pull`` into a second clone
+retrain nothing. (Several machines sharing remotes and a server: ``tests/test_team.py``.)
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -20,47 +18,31 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
 
+from tests.helpers import (  # noqa: E402
+    DVC,
+    STAGES,
+    copy_worktree,
+    free_port,
+    process_env,
+    ran,
+    run,
+    set_params,
+    start_queue_worker,
+    wait_for_experiment,
+)
 from tests.test_stages import TINY_PARAMS  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
-REPO = Path(__file__).resolve().parents[1]
 BUCKET = "dreamer-remote"
 AWS_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
     "AWS_DEFAULT_REGION": "us-east-1",
 }
-STAGES = ("warmup", "train", "evaluate", "plot")
-
-
-def _run(args: list[str], cwd: Path, env: dict) -> str:
-    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"{args} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-    return done.stdout + done.stderr
-
-
-def _set_params(path: Path, updates: dict) -> None:
-    """Deep-merge ``updates`` into the params file (keeping every key dvc.yaml lists)."""
-    params = yaml.safe_load(path.read_text())
-
-    def merge(node: dict, new: dict) -> None:
-        for key, value in new.items():
-            if isinstance(value, dict) and isinstance(node.get(key), dict):
-                merge(node[key], value)
-            else:
-                node[key] = value
-
-    merge(params, updates)
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def _ran(output: str) -> set[str]:
-    return {stage for stage in STAGES if f"Running stage '{stage}'" in output}
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +51,7 @@ def s3(tmp_path_factory):
     pytest.importorskip("dvc_s3", reason="dvc-s3 is not installed")
     pytest.importorskip("moto.server", reason="moto[server] is not installed")
     boto3 = pytest.importorskip("boto3")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     log = open(tmp_path_factory.mktemp("s3") / "moto.log", "w")
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
@@ -105,38 +85,19 @@ def s3(tmp_path_factory):
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory):
     """A git + DVC copy of this working tree (tracked and untracked-but-not-ignored files)."""
-    root = tmp_path_factory.mktemp("e2e") / "repo"
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for name in filter(None, files):
-        if (REPO / name).is_file():
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, root / name)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "GIT_"))}
-    # dvc.yaml's commands call `python`: the interpreter running these tests.
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    env.update(
-        GIT_AUTHOR_NAME="t",
-        GIT_AUTHOR_EMAIL="t@t",
-        GIT_COMMITTER_NAME="t",
-        GIT_COMMITTER_EMAIL="t@t",
-    )
-    _set_params(root / "params.yaml", {**TINY_PARAMS, "compile": True})  # as a user runs it
-    _run(["git", "init", "-q"], root, env)
-    _run(["git", "add", "-A"], root, env)
-    _run(["git", "commit", "-qm", "e2e"], root, env)
-    first = _run([sys.executable, "-m", "dvc", "repro"], root, env)
+    root = copy_worktree(tmp_path_factory.mktemp("e2e") / "repo")
+    env = process_env()
+    set_params(root / "params.yaml", {**TINY_PARAMS, "compile": True})  # as a user runs it
+    run(["git", "init", "-q"], root, env)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "e2e"], root, env)
+    first = run([*DVC, "repro"], root, env)
     return {"root": root, "env": env, "first": first}
 
 
 def test_repro_runs_every_stage_and_lands_runs_in_the_root_store(repo):
     root = repo["root"]
-    assert _ran(repo["first"]) == set(STAGES)
+    assert ran(repo["first"]) == set(STAGES)
     for out in (
         "data/warmup/meta.json",
         "models/agent.pt",
@@ -166,24 +127,23 @@ def test_push_then_pull_into_a_second_clone_retrains_nothing(repo, s3, tmp_path)
     ``dvc push`` from this clone, ``git clone`` + ``dvc pull`` into a second one, whose
     ``dvc repro`` then skips every stage with byte-identical outs and the same metrics."""
     first, env = repo["root"], {**repo["env"], **AWS_ENV}
-    dvc = [sys.executable, "-m", "dvc"]
-    _run([*dvc, "remote", "add", "-d", "storage", f"s3://{BUCKET}/dvc"], first, env)
-    _run([*dvc, "remote", "modify", "storage", "endpointurl", s3], first, env)
-    _run(["git", "add", "-A"], first, env)
-    _run(["git", "commit", "-qm", "a trained run"], first, env)
-    assert "pushed" in _run([*dvc, "push"], first, env)
+    run([*DVC, "remote", "add", "-d", "storage", f"s3://{BUCKET}/dvc"], first, env)
+    run([*DVC, "remote", "modify", "storage", "endpointurl", s3], first, env)
+    run(["git", "add", "-A"], first, env)
+    run(["git", "commit", "-qm", "a trained run"], first, env)
+    assert "pushed" in run([*DVC, "push"], first, env)
 
     second = tmp_path / "second"
-    _run(["git", "clone", "-q", str(first), str(second)], tmp_path, env)
+    run(["git", "clone", "-q", str(first), str(second)], tmp_path, env)
     assert not (second / "models/agent.pt").exists()
-    _run([*dvc, "pull"], second, env)
-    again = _run([*dvc, "repro"], second, env)
-    assert _ran(again) == set()
+    run([*DVC, "pull"], second, env)
+    again = run([*DVC, "repro"], second, env)
+    assert ran(again) == set()
     assert all(f"Stage '{stage}' didn't change, skipping" in again for stage in STAGES)
     for out in ("models/agent.pt", "data/warmup/meta.json", "models/checkpoint/state.pt"):
         assert (second / out).read_bytes() == (first / out).read_bytes(), out
     shown = subprocess.run(
-        [*dvc, "metrics", "show", "--json"],
+        [*DVC, "metrics", "show", "--json"],
         cwd=second,
         env=env,
         capture_output=True,
@@ -196,30 +156,32 @@ def test_push_then_pull_into_a_second_clone_retrains_nothing(repo, s3, tmp_path)
 
 def test_second_repro_skips_and_params_change_reruns_only_what_depends_on_it(repo):
     root, env = repo["root"], repo["env"]
-    again = _run([sys.executable, "-m", "dvc", "repro"], root, env)
-    assert _ran(again) == set()
+    again = run([*DVC, "repro"], root, env)
+    assert ran(again) == set()
     assert all(f"Stage '{stage}' didn't change, skipping" in again for stage in STAGES)
 
-    _set_params(root / "params.yaml", {"evaluate": {"episodes": 3}})
-    changed = _run([sys.executable, "-m", "dvc", "repro"], root, env)
-    assert _ran(changed) == {"evaluate", "plot"}
+    set_params(root / "params.yaml", {"evaluate": {"episodes": 3}})
+    changed = run([*DVC, "repro"], root, env)
+    assert ran(changed) == {"evaluate", "plot"}
     assert json.loads((root / "metrics/eval.json").read_text())["eval/episodes"] == 3
 
 
-def test_dvc_exp_run_with_a_set_param_lands_in_the_same_store(repo):
+def test_a_queued_experiment_lands_in_the_root_store(repo):
+    """``dvc exp run --queue`` runs in a temporary clone under ``.dvc/tmp``; its MLflow runs must
+    still land in the repository's own store (``DVC_ROOT``), tagged with the experiment's name."""
     root, env = repo["root"], repo["env"]
-    _run(["git", "add", "-A"], root, env)
-    _run(["git", "commit", "-q", "--allow-empty", "-m", "baseline"], root, env)
-    output = _run(
-        [sys.executable, "-m", "dvc", "exp", "run", "-S", "training.lr=2.0e-3"], root, env
-    )
-    assert _ran(output) == {"train", "evaluate", "plot"}
-    shown = _run([sys.executable, "-m", "dvc", "exp", "show", "--csv"], root, env)
-    assert "0.002" in shown
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-q", "--allow-empty", "-m", "baseline"], root, env)
+    run([*DVC, "exp", "run", "--queue", "-n", "lr2e3", "-S", "training.lr=2.0e-3"], root, env)
+    start_queue_worker(root, env)
+    output = wait_for_experiment(root, env, "lr2e3")
+    assert "Stage 'warmup' didn't change, skipping" in output
+    assert ran(output) == {"train", "evaluate", "plot"}
+    shown = run([*DVC, "exp", "show", "--csv"], root, env)
+    assert "lr2e3" in shown and "0.002" in shown
 
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
     experiment = client.get_experiment_by_name(TINY_PARAMS["mlflow"]["experiment"])
     train_runs = client.search_runs([experiment.experiment_id], "tags.stage = 'train'")
     assert {r.data.params["training.lr"] for r in train_runs} == {"0.001", "0.002"}
-    names = {r.data.tags["dvc_exp_name"] for r in train_runs}
-    assert "workspace" in names and len(names) == 2
+    assert {r.data.tags["dvc_exp_name"] for r in train_runs} == {"workspace", "lr2e3"}

@@ -2,9 +2,15 @@
 
 A fresh PostgreSQL cluster in a temporary folder and ``scripts/team_server.sh`` are started by the
 module fixtures and stopped after. Checked: a request without credentials is refused; the stages'
-probe refuses missing and wrong credentials in one line (a stage exits 2); the tiny pipeline runs
-against the server with a login, and its runs, metrics and model (downloaded through the server)
-are there. Skipped where PostgreSQL or psycopg is not installed (``.ci/run`` installs both).
+probe refuses missing and wrong credentials in one line (a stage exits 2).
+
+Then two machines (two clones of one bare git repository, one DVC remote folder, the server) do
+what README "Team and scale" shows: a ``dvc repro`` killed on A resumes on B from the checkpoint
+A pushed; the finished run's runs, metrics and model (downloaded through the server) are there;
+each machine runs its part of a sweep with its own ``dvc queue`` worker and ``dvc exp push``es it,
+and both see both experiments (``dvc exp list origin``, ``dvc exp pull``, the server's parent runs
+with their params). Skipped where PostgreSQL or psycopg is not installed (``.ci/run`` installs
+both).
 """
 
 from __future__ import annotations
@@ -13,20 +19,33 @@ import base64
 import glob
 import json
 import os
+import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
 from pipeline import tracking
-from tests.test_stages import REPO, STAGE_ARGS, write_params
+from tests.helpers import (
+    DVC,
+    copy_worktree,
+    free_port,
+    process_env,
+    ran,
+    run,
+    set_params,
+    start_queue_worker,
+    wait_for_experiment,
+)
+from tests.test_stages import REPO, STAGE_ARGS, TINY_PARAMS, write_params
 
 pytest.importorskip("psycopg", reason="psycopg (the PostgreSQL driver) is not installed")
 mlflow = pytest.importorskip("mlflow")
@@ -37,12 +56,6 @@ PASSWORD = "s3cret-for-tests"
 def _postgres_bin(name: str) -> str | None:
     found = shutil.which(name) or sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     return found if isinstance(found, str) else (found[-1] if found else None)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _as_postgres(args: list[str]) -> list[str]:
@@ -59,7 +72,7 @@ def postgres():
     folder = Path(tempfile.mkdtemp(prefix="dreamer-pg-"))
     if os.geteuid() == 0:
         shutil.chown(folder, "postgres")
-    data, port = folder / "data", _free_port()
+    data, port = folder / "data", free_port()
     run = dict(check=True, capture_output=True, timeout=120)
     subprocess.run(_as_postgres([initdb, "-D", str(data), "-A", "trust", "-U", "postgres"]), **run)
     options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
@@ -88,7 +101,7 @@ def postgres():
 def server(postgres, tmp_path_factory):
     """``scripts/team_server.sh`` on a free loopback port; yields its URL."""
     state = tmp_path_factory.mktemp("team")
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
@@ -185,37 +198,152 @@ def test_wrong_credentials_make_a_stage_exit_2_in_one_line(server, tmp_path):
     assert not (tmp_path / "data").exists()
 
 
-def test_the_pipeline_logs_runs_metrics_and_the_model_to_the_team_server(server, tmp_path):
-    write_params(tmp_path, **{"mlflow.experiment": "team-test"})
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": server,
-        "MLFLOW_TRACKING_USERNAME": "admin",
-        "MLFLOW_TRACKING_PASSWORD": PASSWORD,
+# --- Several machines: one git remote, one DVC remote, one MLflow server ------------------------
+@pytest.fixture(scope="module")
+def machines(server, tmp_path_factory):
+    """Machine A: a git + DVC copy of this repository on the tiny params, its git remote ``origin``
+    a bare repository and its default DVC remote a folder, logging to the team server with a
+    login. Machine B is a ``git clone`` of ``origin`` made by the tests at ``b``."""
+    base = tmp_path_factory.mktemp("machines")
+    a, origin = copy_worktree(base / "a"), base / "origin.git"
+    env = process_env(
+        MLFLOW_TRACKING_URI=server,
+        MLFLOW_TRACKING_USERNAME="admin",
+        MLFLOW_TRACKING_PASSWORD=PASSWORD,
+    )
+    params = {
+        **TINY_PARAMS,
+        "evaluate": {"episodes": 1},
+        "mlflow": {"experiment": "team-machines"},
     }
-    env.pop("DVC_EXP_NAME", None)
-    for stage in ("warmup", "train", "evaluate", "plot"):
-        done = _stage(stage, tmp_path, env)
-        assert done.returncode == 0, f"{stage}: {done.stderr[-2000:]}"
-    os.environ.update({k: env[k] for k in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")})
+    set_params(a / "params.yaml", params)
+    run(["git", "init", "-q", "--bare", "-b", "main", str(origin)], base, env)
+    for command in (
+        ["git", "init", "-q", "-b", "main"],
+        ["git", "remote", "add", "origin", str(origin)],
+        [*DVC, "remote", "add", "-d", "storage", str(base / "dvc-storage")],
+        ["git", "add", "-A"],
+        ["git", "commit", "-qm", "the project, a DVC remote"],
+        ["git", "push", "-q", "-u", "origin", "main"],
+    ):
+        run(command, a, env)
+    return {"a": a, "b": base / "b", "env": env, "server": server}
+
+
+@contextmanager
+def _client(machines: dict) -> Iterator[mlflow.MlflowClient]:
+    """A client of the team server, logged in as the machines are (MLflow reads the login from
+    the environment)."""
+    keys = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+    os.environ.update({key: machines["env"][key] for key in keys})
     try:
-        client = mlflow.MlflowClient(server)
-        experiment = client.get_experiment_by_name("team-test")
-        runs = client.search_runs([experiment.experiment_id])
-        stages = {r.data.tags.get("stage"): r for r in runs}
-        assert set(stages) == {"pipeline", "warmup", "train", "evaluate", "plot"}
-        summary = json.loads((tmp_path / "metrics/eval.json").read_text())
-        assert stages["evaluate"].data.metrics["eval/return_mean"] == pytest.approx(
-            summary["eval/return_mean"]
-        )
-        assert len(client.get_metric_history(stages["train"].info.run_id, "loss/world_model")) >= 4
-        # The model, downloaded through the server's artifact proxy, is the agent file's bytes.
-        folder = client.download_artifacts(
-            stages["train"].info.run_id, "model", str(tmp_path / "dl")
-        )
-        assert (Path(folder) / "agent.pt").read_bytes() == (
-            tmp_path / "models/agent.pt"
-        ).read_bytes()
+        yield mlflow.MlflowClient(machines["server"])
     finally:
-        for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        for key in keys:
             os.environ.pop(key, None)
+
+
+def _kill_during_train(root: Path, env: dict) -> None:
+    """``dvc repro`` killed (SIGKILL, the whole process group) once train wrote a checkpoint."""
+    log = open(root.parent / "killed-repro.log", "w")
+    process = subprocess.Popen(
+        [*DVC, "repro"], cwd=root, env=env, stdout=log, stderr=log, start_new_session=True
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not (root / "models/checkpoint/state.pt").exists():
+            assert process.poll() is None, (root.parent / "killed-repro.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "no checkpoint within 300 s"
+            time.sleep(0.1)
+    finally:
+        os.killpg(process.pid, 9)
+        process.wait(timeout=30)
+        log.close()
+    assert not (root / "models/agent.pt").exists(), "train finished before the kill"
+
+
+def test_a_run_killed_on_one_machine_resumes_on_another(machines):
+    """The README's commands: machine A pushes the warm-up replay and the killed run's checkpoint
+    to the DVC remote; machine B clones, pulls both, and ``dvc repro`` resumes train there
+    (warm-up skipped), logging to the same server. B then commits and pushes the finished run."""
+    a, b, env = machines["a"], machines["b"], machines["env"]
+    _kill_during_train(a, env)
+    # machine A
+    run([*DVC, "push", "warmup"], a, env)
+    run([*DVC, "add", "--to-remote", "-o", "models/resume", "models/checkpoint"], a, env)
+    run(["git", "add", "dvc.lock", "models/resume.dvc"], a, env)
+    run(["git", "commit", "-qm", "resume point"], a, env)
+    run(["git", "push", "-q"], a, env)
+    # machine B
+    run(["git", "clone", "-q", str(a.parent / "origin.git"), str(b)], a.parent, env)
+    run([*DVC, "pull", "warmup"], b, env)
+    run([*DVC, "get", ".", "models/resume", "-o", "models/checkpoint"], b, env)
+    run(["git", "rm", "-q", "models/resume.dvc"], b, env)
+    resumed = run([*DVC, "repro"], b, env)
+    assert "Stage 'warmup' didn't change, skipping" in resumed
+    assert ran(resumed) == {"train", "evaluate", "plot"}
+    step = re.search(r"train: resuming from models/checkpoint at (\d+) env steps", resumed)
+    assert step and int(step[1]) < TINY_PARAMS["training"]["env_steps"], resumed[-3000:]
+    summary = json.loads((b / "metrics/train.json").read_text())
+    assert summary["train/env_steps"] == TINY_PARAMS["training"]["env_steps"]
+    assert summary["train/resumed"] is True
+    run(["git", "add", "-A"], b, env)
+    run(["git", "commit", "-qm", "the run, finished on machine B"], b, env)
+    run([*DVC, "push"], b, env)
+    run(["git", "push", "-q"], b, env)
+
+    with _client(machines) as client:
+        experiment = client.get_experiment_by_name("team-machines")
+        runs = client.search_runs([experiment.experiment_id])
+        finished = {r.data.tags["stage"]: r for r in runs if r.info.status == "FINISHED"}
+        assert set(finished) == {"pipeline", "warmup", "train", "evaluate", "plot"}
+        train = finished["train"]
+        assert train.data.tags["resumed"] == "True"
+        # the resumed run carries the killed part's curve too: its history starts at the start
+        losses = client.get_metric_history(train.info.run_id, "loss/world_model")
+        assert min(m.step for m in losses) < 100 and len(losses) >= 2
+        evaluation = json.loads((b / "metrics/eval.json").read_text())
+        assert finished["evaluate"].data.metrics["eval/return_mean"] == pytest.approx(
+            evaluation["eval/return_mean"]
+        )
+        # The model, downloaded through the server's artifact proxy, is the agent file's bytes.
+        folder = client.download_artifacts(train.info.run_id, "model", str(b.parent / "dl"))
+        assert (Path(folder) / "agent.pt").read_bytes() == (b / "models/agent.pt").read_bytes()
+
+
+def test_two_machines_share_queued_experiments_through_the_remotes(machines):
+    """Each machine queues its part of a sweep and runs it with its own ``dvc queue`` worker
+    (both at once), then ``dvc exp push``; either machine lists both experiments on ``origin``,
+    pulls the other's with its data, and the server holds both, their params on the parents."""
+    a, b, env = machines["a"], machines["b"], machines["env"]
+    assert (b / "models/agent.pt").exists(), "needs the finished run of the test before"
+    run(["git", "pull", "-q"], a, env)
+    run([*DVC, "pull", "--force"], a, env)  # replaces A's stale checkpoint with B's finished run
+    # The swept key reruns evaluate and plot only, to keep the test short; a sweep of
+    # training.lr runs the same way (tests/test_pipeline_e2e.py queues one).
+    sweep = {a: ("sweep-a", "2"), b: ("sweep-b", "3")}
+    for root, (name, episodes) in sweep.items():
+        queue = [*DVC, "exp", "run", "--queue", "-n", name, "-S", f"evaluate.episodes={episodes}"]
+        run(queue, root, env)
+    for root in sweep:  # each machine its own worker, both at once
+        start_queue_worker(root, env)
+    for root, (name, _) in sweep.items():
+        output = wait_for_experiment(root, env, name)
+        assert ran(output) == {"evaluate", "plot"}, output[-3000:]
+        run([*DVC, "exp", "push", "origin", name], root, env)
+    for root in sweep:
+        listed = run([*DVC, "exp", "list", "origin"], root, env)
+        assert "sweep-a" in listed and "sweep-b" in listed
+    run([*DVC, "exp", "pull", "origin", "sweep-b"], a, env)
+    shown = run([*DVC, "exp", "show", "--csv"], a, env)
+    assert "sweep-a" in shown and "sweep-b" in shown
+    assert json.loads((b / "metrics/eval.json").read_text())["eval/episodes"] == 1  # B's own
+
+    with _client(machines) as client:
+        experiment = client.get_experiment_by_name("team-machines")
+        parents = client.search_runs(
+            [experiment.experiment_id], "tags.stage = 'pipeline' and attributes.status = 'FINISHED'"
+        )
+        by_name = {r.data.tags["dvc_exp_name"]: r.data.params for r in parents}
+        assert by_name["sweep-a"]["evaluate.episodes"] == "2"
+        assert by_name["sweep-b"]["evaluate.episodes"] == "3"

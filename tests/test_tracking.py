@@ -2,7 +2,6 @@
 
 import math
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from mlflow import MlflowClient  # noqa: E402
 
 from dreamer.config import config_from_dict  # noqa: E402
 from pipeline import tracking  # noqa: E402
+from tests.helpers import free_port  # noqa: E402
 
 # mlflow 3.17 itself triggers this SQLAlchemy deprecation when it opens a sqlite store
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
@@ -40,12 +40,6 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def cfg():
     return config_from_dict({"env": {"id": "CartPole-v1"}, "mlflow": {"experiment": "test"}})
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 # --- resolution -----------------------------------------------------------------------------------
@@ -79,7 +73,7 @@ def test_env_var_wins_over_config_and_relative_sqlite_is_rooted(tmp_path, monkey
 
 
 def test_unreachable_server_fails_fast_with_one_line(cfg, monkeypatch):
-    url = f"http://127.0.0.1:{_free_port()}"
+    url = f"http://127.0.0.1:{free_port()}"
     start = time.monotonic()
     with pytest.raises(tracking.MlflowUnavailable) as info:
         tracking.check_tracking(url)
@@ -92,6 +86,45 @@ def test_unreachable_server_fails_fast_with_one_line(cfg, monkeypatch):
         with tracking.stage_run(cfg, "warmup"):
             pytest.fail("the block must not run")
     assert time.monotonic() - start < 10
+
+
+def test_a_server_that_answered_is_not_probed_again_while_fresh(monkeypatch):
+    """Each probe of a basic-auth server costs it a slow password hash: a stage's later probes
+    within PROBE_FRESH_S reuse the answer; a new login, or a stale answer, asks again."""
+    import http.server
+    import threading
+
+    asked = []
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the stdlib's name)
+            asked.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    monkeypatch.setattr(tracking, "_answered", {})
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ada")
+    try:
+        tracking.check_tracking(url)
+        assert len(asked) == 2  # /health and one authenticated read
+        tracking.check_tracking(url)
+        assert len(asked) == 2
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
+        tracking.check_tracking(url)
+        assert len(asked) == 4
+        monkeypatch.setattr(tracking, "PROBE_FRESH_S", 0.0)
+        tracking.check_tracking(url)
+        assert len(asked) == 6
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # --- runs -----------------------------------------------------------------------------------------
@@ -158,6 +191,9 @@ def test_parent_of_another_dvc_experiment_is_not_reused(store, cfg, monkeypatch)
     parent = store["client"].get_run(train.parent_run_id)
     assert parent.info.run_name.startswith("pipeline CartPole-v1 lucky-lark ")
     assert parent.data.tags["dvc_exp_name"] == "lucky-lark"
+    # The parent carries the config, so a sweep's pipeline runs compare by their params in the UI.
+    assert parent.data.params == train.client.get_run(train.run_id).data.params
+    assert parent.data.params["env.id"] == "CartPole-v1"
 
 
 def test_pipeline_parent_id_gives_one_parent_per_execution(store, monkeypatch):

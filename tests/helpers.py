@@ -1,0 +1,112 @@
+"""Helpers of the tests that run whole processes: loopback ports, repository copies, commands."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+STAGES = ("warmup", "train", "evaluate", "plot")
+DVC = [sys.executable, "-m", "dvc"]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def process_env(**extra: str) -> dict[str, str]:
+    """This process's environment without MLflow, DVC or git settings, with a git identity and
+    this interpreter first on ``PATH`` (``dvc.yaml``'s commands call ``python``)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "GIT_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(
+        GIT_AUTHOR_NAME="t",
+        GIT_AUTHOR_EMAIL="t@t",
+        GIT_COMMITTER_NAME="t",
+        GIT_COMMITTER_EMAIL="t@t",
+        **extra,
+    )
+    return env
+
+
+def copy_worktree(dest: Path) -> Path:
+    """Copy this working tree's tracked and untracked-but-not-ignored files into ``dest``."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, dest / name)
+    return dest
+
+
+def set_params(path: Path, updates: dict) -> None:
+    """Deep-merge ``updates`` into the params file (keeping every key dvc.yaml lists)."""
+    params = yaml.safe_load(path.read_text())
+
+    def merge(node: dict, new: dict) -> None:
+        for key, value in new.items():
+            if isinstance(value, dict) and isinstance(node.get(key), dict):
+                merge(node[key], value)
+            else:
+                node[key] = value
+
+    merge(params, updates)
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def run(args: list[str], cwd: Path, env: dict, timeout: float = 600) -> str:
+    """Run a command; fail the test with its output if it fails. Returns stdout + stderr."""
+    done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{args} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+def ran(output: str) -> set[str]:
+    """The stages a ``dvc repro`` / ``dvc exp run`` output says it ran."""
+    return {stage for stage in STAGES if f"Running stage '{stage}'" in output}
+
+
+def start_queue_worker(root: Path, env: dict) -> None:
+    """``dvc queue start -j 1``: it starts a detached worker and returns (the worker keeps any
+    pipe it inherits open, so its output goes nowhere)."""
+    subprocess.run(
+        [*DVC, "queue", "start", "-j", "1"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+        timeout=120,
+    )
+
+
+def wait_for_experiment(root: Path, env: dict, name: str, timeout: float = 600) -> str:
+    """Poll ``dvc queue status`` until the queued experiment ``name`` has ended; assert it
+    succeeded and return its ``dvc queue logs``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        table = run([*DVC, "queue", "status"], root, env)
+        status = next((line.split()[-1] for line in table.splitlines() if f" {name} " in line), "")
+        if status in ("Success", "Failed"):
+            break
+        assert time.monotonic() < deadline, f"{name} did not end within {timeout:g} s:\n{table}"
+        time.sleep(2)
+    logs = run([*DVC, "queue", "logs", name], root, env)
+    assert status == "Success", f"{name} failed:\n{logs[-3000:]}"
+    return logs
