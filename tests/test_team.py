@@ -320,7 +320,7 @@ def test_two_machines_share_queued_experiments_through_the_remotes(machines):
     run(["git", "pull", "-q"], a, env)
     run([*DVC, "pull", "--force"], a, env)  # replaces A's stale checkpoint with B's finished run
     # The swept key reruns evaluate and plot only, to keep the test short; a sweep of
-    # training.lr runs the same way (tests/test_pipeline_e2e.py queues one).
+    # training.lr queues and pushes the same way and reruns train too.
     sweep = {a: ("sweep-a", "2"), b: ("sweep-b", "3")}
     for root, (name, episodes) in sweep.items():
         queue = [*DVC, "exp", "run", "--queue", "-n", name, "-S", f"evaluate.episodes={episodes}"]
