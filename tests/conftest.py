@@ -6,11 +6,15 @@ import numpy as np
 import pytest
 import torch
 
+from dreamer.compiled import use_cache_dir
 from dreamer.config import Config, config_from_dict
 from dreamer.envs import EnvSpec
 from dreamer.replay import Batch
 
+from .helpers import KERNEL_CACHE
+
 torch.set_num_threads(2)
+use_cache_dir(KERNEL_CACHE)  # every compile of the session; the e2e repository copy starts from it
 
 TINY = {
     "compile": False,  # compiling costs seconds per graph; tests/test_compiled.py covers it

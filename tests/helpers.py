@@ -15,6 +15,12 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("warmup", "train", "evaluate", "plot")
 DVC = [sys.executable, "-m", "dvc"]
+# The test session's inductor kernel cache (ignored by git, kept between local runs). Compiling the
+# debug agent costs ~160 s on 2 cores from a cold cache and a few seconds from a warm one: the
+# compiled agent of tests/test_compiled.py fills this folder, and the e2e pipeline, trained on the
+# same params (COMPILED_PARAMS in tests/test_stages.py), starts its repository copy from it. So a
+# CI run compiles once, not twice; run alone, the e2e test compiles from scratch (slower, same).
+KERNEL_CACHE = REPO / ".cache" / "torch-tests"
 
 
 def free_port() -> int:

@@ -1,10 +1,13 @@
 """The fast path: torch.compile'd hot paths, the bfloat16 precision policy, device handling.
 
-Compiling costs seconds per graph, so one module-scoped compiled agent serves most tests. Every
+Compiling costs seconds per graph, so one module-scoped compiled agent serves most tests; it is
+built as the e2e pipeline's train stage builds it (same params, Pendulum's spec, one env), so its
+kernels, kept in the session's cache (tests/helpers.py KERNEL_CACHE), serve that test too. Every
 test here runs on CPU; the CUDA ones are skipped without a GPU.
 """
 
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -12,27 +15,35 @@ import torch
 
 from dreamer.agent import Agent, native_bfloat16, resolve_device, resolve_precision
 from dreamer.compiled import CompileError, check_compiler, compiled, is_compiled
-from dreamer.config import ConfigError, override
+from dreamer.config import ConfigError, load_config, override
+from dreamer.envs import env_spec_of
 from dreamer.replay import Batch
 from dreamer.seeding import rng_state
 from dreamer.world_model import State
 
 from .conftest import make_batch, make_spec, tiny
+from .helpers import REPO, set_params
+from .test_stages import COMPILED_PARAMS
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
 @pytest.fixture(scope="module")
-def pair():
-    """An eager float32 agent and a compiled bfloat16 one with the same weights."""
+def pair(tmp_path_factory):
+    """An eager float32 agent and a compiled bfloat16 one with the same weights: the e2e
+    pipeline's agent (this repository's params.yaml with COMPILED_PARAMS, Pendulum, one env)."""
+    params = tmp_path_factory.mktemp("compiled") / "params.yaml"
+    shutil.copy(REPO / "params.yaml", params)
+    set_params(params, COMPILED_PARAMS)
+    cfg = load_config(params)
+    spec = env_spec_of(cfg.env)
     torch.manual_seed(0)
-    spec = make_spec(vector=3, action_dim=2)
-    eager = Agent(spec, tiny(precision="float32"))
-    fast = Agent(spec, tiny(precision="bfloat16", compile=True))
+    eager = Agent(spec, override(cfg, precision="float32", compile=False))
+    fast = Agent(spec, cfg)
     fast.load_state_dict(eager.state_dict())
     before = {k: v.clone() for k, v in fast.state_dict().items()}
     rng = rng_state()
-    seconds = fast.compile(num_envs=2)
+    seconds = fast.compile(num_envs=cfg.env.num_envs)
     return {
         "spec": spec,
         "eager": eager,
@@ -62,7 +73,7 @@ def test_compiled_graphs_match_eager_on_deterministic_work(pair):
     state = State(
         torch.randn(B, 16), torch.nn.functional.one_hot(torch.randint(0, 4, (B, 4)), 4).float()
     )  # debug size: deter 16, 4 × 4 latents
-    embed, action = torch.randn(B, wm_e.encoder.out_features), torch.rand(B, 2)
+    embed, action = torch.randn(B, wm_e.encoder.out_features), torch.rand(B, spec.action_dim)
     first = torch.tensor([True, False, False, True])
     with torch.no_grad():  # the mode (not a sample): no randomness, so compiled == eager
         a, log_a = wm_e.rssm.observe_step(state, action, embed, first, sample=False)
@@ -79,15 +90,17 @@ def test_compiled_graphs_match_eager_on_deterministic_work(pair):
 
 def test_compiled_agent_trains_acts_and_pickles(pair):
     fast, spec = pair["fast"], pair["spec"]
+    B, T = fast.cfg.training.batch_size, fast.cfg.training.batch_length
     before = [p.detach().clone() for p in fast.parameters()]
-    metrics = [fast.train_step(make_batch(spec, seed=s)).metrics for s in range(2)][-1]
-    assert all(np.isfinite(v) for v in metrics.values())
+    for seed in range(2):  # windows shaped as compiled: (B, 1 + T) with a replay context
+        update = fast.train_step(make_batch(spec, B, 1 + T, seed), fast.empty_context(B))
+    assert all(np.isfinite(v) for v in update.metrics.values())
     assert sum(not torch.equal(a, b) for a, b in zip(before, fast.parameters())) > 10
-    state = fast.initial_state(2)
-    obs = {"vector": np.zeros((2, 3), np.float32)}
-    for deterministic in (False, True):
-        action, state = fast.act(obs, np.array([True, False]), state, deterministic)
-        assert action.shape == (2, 2) and np.abs(action).max() <= 1
+    state = fast.initial_state(1)
+    obs = {key: np.zeros((1, *shape), np.float32) for key, shape in spec.obs_shapes.items()}
+    for first, deterministic in ((True, False), (False, True)):
+        action, state = fast.act(obs, np.array([first]), state, deterministic)
+        assert action.shape == (1, spec.action_dim) and np.abs(action).max() <= 1
     # MLflow pickles the agent: nothing compiled lives in a module's state; a copy runs eagerly.
     copy = pickle.loads(pickle.dumps(fast))
     assert not is_compiled(copy.world_model.rssm)

@@ -11,6 +11,7 @@ retrain nothing. (Several machines sharing remotes and a server: ``tests/test_te
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +25,7 @@ from mlflow import MlflowClient  # noqa: E402
 
 from tests.helpers import (  # noqa: E402
     DVC,
+    KERNEL_CACHE,
     STAGES,
     copy_worktree,
     free_port,
@@ -34,7 +36,7 @@ from tests.helpers import (  # noqa: E402
     start_queue_worker,
     wait_for_experiment,
 )
-from tests.test_stages import TINY_PARAMS  # noqa: E402
+from tests.test_stages import COMPILED_PARAMS, TINY_PARAMS  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
 BUCKET = "dreamer-remote"
@@ -87,7 +89,9 @@ def repo(tmp_path_factory):
     """A git + DVC copy of this working tree (tracked and untracked-but-not-ignored files)."""
     root = copy_worktree(tmp_path_factory.mktemp("e2e") / "repo")
     env = process_env()
-    set_params(root / "params.yaml", {**TINY_PARAMS, "compile": True})  # as a user runs it
+    set_params(root / "params.yaml", COMPILED_PARAMS)  # compiled, as a user runs it
+    if KERNEL_CACHE.is_dir():  # tests/test_compiled.py compiled these graphs: reuse its kernels
+        shutil.copytree(KERNEL_CACHE, root / ".cache" / "torch")
     run(["git", "init", "-q"], root, env)
     run(["git", "add", "-A"], root, env)
     run(["git", "commit", "-qm", "e2e"], root, env)
@@ -112,6 +116,7 @@ def test_repro_runs_every_stage_and_lands_runs_in_the_root_store(repo):
     # Trained through torch.compile, with the kernels cached in the project's ignored folder.
     assert json.loads((root / "metrics/train.json").read_text())["train/compile_seconds"] > 0
     assert "train: compiled the update and the policy step" in repo["first"]
+    assert f"(kernel cache {root / '.cache' / 'torch'})" in repo["first"]
     assert any((root / ".cache" / "torch").iterdir())
 
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")

@@ -50,6 +50,10 @@ TINY_PARAMS = {
     "evaluate": {"episodes": 2},
     "mlflow": {"experiment": "stages-test"},
 }
+# Compiled (the e2e pipeline, tests/test_compiled.py): one set of graphs, so their kernels are
+# compiled once (tests/helpers.py KERNEL_CACHE). bfloat16 as `auto` picks on a CPU with native
+# bf16, so the compiled bf16 path is tested on every machine.
+COMPILED_PARAMS = {**TINY_PARAMS, "compile": True, "precision": "bfloat16"}
 
 
 def write_params(folder: Path, **overrides) -> Path:

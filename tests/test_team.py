@@ -142,6 +142,36 @@ def server(postgres, tmp_path_factory):
         log.close()
 
 
+@pytest.mark.parametrize(
+    ("unset", "extra", "named"),
+    [
+        ("MLFLOW_AUTH_ADMIN_PASSWORD", {}, "MLFLOW_AUTH_ADMIN_PASSWORD is not set"),
+        ("MLFLOW_FLASK_SERVER_SECRET_KEY", {}, "MLFLOW_FLASK_SERVER_SECRET_KEY is not set"),
+        (None, {"MLFLOW_AUTH_CACHE_TTL_S": "1m"}, "MLFLOW_AUTH_CACHE_TTL_S must be a whole"),
+    ],
+)
+def test_the_server_script_refuses_a_missing_secret_or_a_bad_cache_ttl(
+    unset, extra, named, tmp_path
+):
+    env = {
+        **os.environ,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret",
+        **extra,
+    }
+    env.pop(unset, None)
+    done = subprocess.run(
+        ["bash", str(REPO / "scripts/team_server.sh"), "sqlite:///x.db", str(tmp_path / "s/art")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: ") and named in done.stderr
+    assert not (tmp_path / "s").exists()  # nothing made before refusing
+
+
 def _login(monkeypatch, password: str | None) -> None:
     for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
         monkeypatch.delenv(key, raising=False)
