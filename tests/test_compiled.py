@@ -79,7 +79,7 @@ def test_compiled_graphs_match_eager_on_deterministic_work(pair):
         a, log_a = wm_e.rssm.observe_step(state, action, embed, first, sample=False)
         b, log_b = wm_f.rssm.observe_step(state, action, embed, first, sample=False)
     assert torch.allclose(a.deter, b.deter, atol=1e-5) and torch.allclose(log_a, log_b, atol=1e-5)
-    batch = make_batch(spec)
+    batch = make_batch(spec, B, fast.cfg.training.batch_length)  # the trained windows' shape
     states, posterior = wm_e.rssm.observe(wm_e.encoder(batch.obs), batch.action, batch.is_first)
     with torch.no_grad():
         total_e, terms_e = wm_e.losses(batch, states, posterior)
