@@ -1,14 +1,17 @@
 """Training curves of DeepMind Control runs next to the official DreamerV3 scores at the same steps.
 
-    python benchmarks/dmc_anchor_plot.py --task cartpole-balance \
-        --curves benchmarks/results/dmc_cartpole_balance_seed*.csv --eval 675.6 \
-        --out benchmarks/results/dmc_cartpole_balance.png
+    python benchmarks/dmc_anchor_plot.py --out benchmarks/results/dmc_cartpole_balance.png \
+        --panel cartpole-balance benchmarks/results/dmc_cartpole_balance_seed*.csv --eval 675.6
+    python benchmarks/dmc_anchor_plot.py --out OUT.png --panel cartpole-balance A.csv B.csv \
+        --panel walker-stand C.csv            # one panel per task, side by side
 
-``--curves``: CSVs written by ``benchmarks/learning.py --curves`` (one per seed); ``--eval``: the
-evaluation mean of each seed at the end of its budget (deterministic policy), drawn as points.
+``--panel TASK CSV...``: a task and the CSVs ``benchmarks/learning.py --curves`` wrote for it (one
+per seed), drawn as the rolling mean of 5 training episodes; ``--eval``: the evaluation mean of
+each seed at the end of its budget (deterministic policy), drawn as points in the first panel.
 The official figures are the median (min–max) over 5 seeds of the official repository's
 ``scores/dmc_proprio-dreamerv3.json.gz`` (size1m, train ratio 1024, action repeat 1), as listed in
-``../shared/ANCHORS.md``: they are the reference, not results of this project.
+``../shared/ANCHORS.md``: they are the reference, not results of this project; each panel shows
+them up to the first recorded step at or past the end of its curves.
 """
 
 from __future__ import annotations
@@ -51,34 +54,58 @@ OFFICIAL = {
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--task", required=True, choices=sorted(OFFICIAL))
-    p.add_argument("--curves", nargs="+", required=True)
+    p.add_argument(
+        "--panel",
+        nargs="+",
+        action="append",
+        required=True,
+        metavar="TASK CSV",
+        help=f"a task ({', '.join(sorted(OFFICIAL))}) and its curves' CSVs",
+    )
     p.add_argument("--eval", nargs="*", type=float, default=[], help="evaluation mean per seed")
+    p.add_argument("--title", default="", help="the figure's title")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
+    for task, *curves in args.panel:
+        if task not in OFFICIAL or not curves:
+            p.error(f"--panel {task}: expected one of {sorted(OFFICIAL)} and at least one CSV")
 
-    import pandas as pd
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(8, 4.5), layout="constrained")
-    ax = fig.add_subplot()
+    cols = min(2, len(args.panel))
+    rows = -(-len(args.panel) // cols)
+    fig = Figure(figsize=(7 * cols, 4.5 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for i, (ax, (task, *curves)) in enumerate(zip(axes, args.panel)):
+        _panel(ax, task, curves, args.eval if i == 0 else [])
+    if args.title:
+        fig.suptitle(args.title)
+    fig.savefig(args.out, dpi=110)
+    print(f"wrote {args.out}")
+
+
+def _panel(ax, task: str, curves: list[str], evals: list[float]) -> None:
+    import pandas as pd
+
     last_step = 0
-    for path in args.curves:
+    for path in curves:
         df = pd.read_csv(path)
         last_step = max(last_step, int(df["env_step"].max()))
         ax.plot(
             df["env_step"],
             df["return"].rolling(5, min_periods=1).mean(),
-            label=f"this project, training episodes (rolling 5): {Path(path).stem}",
+            label=f"this project, {Path(path).stem.rsplit('_', 1)[-1]}: training (rolling 5)",
         )
-    for value in args.eval:
+    for value in evals:
         ax.plot([last_step], [value], "D", color="tab:orange", markersize=8)
-    if args.eval:
+    if evals:
         ax.plot([], [], "D", color="tab:orange", label="this project, evaluation (10 episodes)")
-    steps = [s for s in OFFICIAL[args.task] if s <= max(last_step, 50_000)]
-    median = [OFFICIAL[args.task][s][0] for s in steps]
-    low = [OFFICIAL[args.task][s][0] - OFFICIAL[args.task][s][1] for s in steps]
-    high = [OFFICIAL[args.task][s][2] - OFFICIAL[args.task][s][0] for s in steps]
+    official = OFFICIAL[task]
+    shown = min([s for s in official if s >= last_step] or [max(official)])
+    steps = [s for s in official if s <= shown]
+    median = [official[s][0] for s in steps]
+    low = [official[s][0] - official[s][1] for s in steps]
+    high = [official[s][2] - official[s][0] for s in steps]
     ax.errorbar(
         steps,
         median,
@@ -88,11 +115,9 @@ def main(argv=None) -> None:
         capsize=4,
         label="official DreamerV3: median (min–max) of 5 seeds",
     )
-    ax.set(title=f"dm_control/{args.task}-v0", xlabel="environment steps", ylabel="episode return")
+    ax.set(title=f"dm_control/{task}-v0", xlabel="environment steps", ylabel="episode return")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.savefig(args.out, dpi=110)
-    print(f"wrote {args.out}")
+    ax.legend(loc="best", fontsize=7)
 
 
 if __name__ == "__main__":

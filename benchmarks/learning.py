@@ -9,7 +9,8 @@ Uses the library in memory (``dreamer.run.train``) with the config of ``--params
 Prints, per seed: evaluation return mean ± std over ``--episodes`` deterministic episodes (and a
 random policy's mean on the same episodes), env steps, gradient steps, wall-clock seconds of
 warm-up and training (compiling included, with ``compile: true``) and peak RSS; with
-``--curves DIR`` also writes each seed's training returns as CSV and a PNG of all seeds' curves.
+``--curves DIR`` also writes each seed's training episodes as CSV (with the seconds since its start;
+rewritten after every episode, so a run cut short leaves its curve) and a PNG of all seeds' curves.
 Compiled kernels are cached in ``.cache/torch``, as the pipeline caches them.
 """
 
@@ -68,7 +69,13 @@ def main(argv=None) -> None:
         cfg = override(base, seed=seed)
         episodes = []
         started = time.perf_counter()
-        agent, counters = train(cfg, Hooks(on_episode=episodes.append))
+
+        def on_episode(record, episodes=episodes, started=started, cfg=cfg):
+            episodes.append({**record.row(), "seconds": round(time.perf_counter() - started, 1)})
+            if args.curves:  # after every episode: a run cut short still leaves its curve
+                _write_curve(Path(args.curves), cfg, episodes)
+
+        agent, counters = train(cfg, Hooks(on_episode=on_episode))
         train_seconds = time.perf_counter() - started
         records, _ = evaluate(agent, cfg, args.episodes)
         returns = [r.score for r in records]
@@ -90,8 +97,6 @@ def main(argv=None) -> None:
                 "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
             }
         )
-        if args.curves:
-            _write_curve(Path(args.curves), cfg, episodes)
         if not args.json:
             r = results[-1]
             print(
@@ -113,12 +118,16 @@ def _file_stem(env_id: str) -> str:
     return env_id.replace("/", "-").replace(":", "-")
 
 
-def _write_curve(folder: Path, cfg, episodes) -> None:
+def _write_curve(folder: Path, cfg, rows: list[dict]) -> None:
+    """The seed's training episodes so far (env_step, length, return, seconds since the start
+    of warm-up) as CSV, replaced atomically."""
     import pandas as pd
 
     folder.mkdir(parents=True, exist_ok=True)
-    rows = [e.row() for e in episodes]
-    pd.DataFrame(rows).to_csv(folder / f"{_file_stem(cfg.env.id)}_seed{cfg.seed}.csv", index=False)
+    path = folder / f"{_file_stem(cfg.env.id)}_seed{cfg.seed}.csv"
+    tmp = path.with_suffix(".csv.tmp")
+    pd.DataFrame(rows).to_csv(tmp, index=False)
+    tmp.replace(path)
 
 
 def _plot_curves(folder: Path, env_id: str) -> None:
