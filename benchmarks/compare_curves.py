@@ -1,4 +1,4 @@
-"""Training curves of two sets of runs in one PNG, with when each first reaches a target.
+"""Training curves of two to four sets of runs in one PNG, with when each first reaches a target.
 
     python benchmarks/compare_curves.py --title "CartPole-v1" --target 475 \
         --a "eager float32" benchmarks/results/cartpole_T32_seed*.csv \
@@ -35,6 +35,8 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--a", nargs="+", required=True, metavar=("LABEL", "CSV"))
     p.add_argument("--b", nargs="+", required=True, metavar=("LABEL", "CSV"))
+    p.add_argument("--c", nargs="+", metavar=("LABEL", "CSV"), help="a third set (dotted)")
+    p.add_argument("--d", nargs="+", metavar=("LABEL", "CSV"), help="a fourth set (dash-dot)")
     p.add_argument("--target", type=float)
     p.add_argument("--title", default="")
     p.add_argument("--out", required=True)
@@ -44,7 +46,11 @@ def main(argv=None) -> None:
 
     fig = Figure(figsize=(8, 4.5), layout="constrained")
     ax = fig.add_subplot()
-    for (label, *paths), style in ((args.a, "--"), (args.b, "-")):
+    groups = (args.a, args.b, args.c, args.d)
+    sets = [(group, style) for group, style in zip(groups, ("--", "-", ":", "-.")) if group]
+    # Seeds share a colour across sets; sets of one run each get a colour of their own.
+    by_set = all(len(group) == 2 for group, _ in sets)
+    for number, ((label, *paths), style) in enumerate(sets):
         for index, path in enumerate(sorted(paths)):
             s = summary(Path(path), args.target)
             first = f"{s['first']:,}" if s["first"] is not None else "never"
@@ -56,7 +62,7 @@ def main(argv=None) -> None:
                 s["df"]["env_step"],
                 s["rolling"],
                 style,
-                color=f"C{index}",
+                color=f"C{number if by_set else index}",
                 label=f"{label}: {Path(path).stem}",
             )
     if args.target is not None:
