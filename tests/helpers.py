@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -18,9 +19,48 @@ DVC = [sys.executable, "-m", "dvc"]
 # The test session's inductor kernel cache (ignored by git, kept between local runs). Compiling the
 # debug agent costs ~160 s on 2 cores from a cold cache and a few seconds from a warm one: the
 # compiled agent of tests/test_compiled.py fills this folder, and the e2e pipeline, trained on the
-# same params (COMPILED_PARAMS in tests/test_stages.py), starts its repository copy from it. So a
+# same params (COMPILED_PARAMS below), starts its repository copy from it. So a
 # CI run compiles once, not twice; run alone, the e2e test compiles from scratch (slower, same).
 KERNEL_CACHE = REPO / ".cache" / "torch-tests"
+
+TINY_PARAMS = {
+    "seed": 3,
+    "compile": False,  # the e2e test runs the pipeline compiled
+    "env": {"id": "Pendulum-v1"},
+    "warmup": {"steps": 200},
+    "model": {"size": "debug"},
+    "behavior": {"horizon": 5},
+    "training": {
+        "env_steps": 600,
+        "batch_size": 4,
+        "batch_length": 16,
+        "train_ratio": 32.0,
+        "lr": 1.0e-3,
+        "lr_warmup": 0,
+        "log_every": 100,
+        "checkpoint_every": 200,
+    },
+    "evaluate": {"episodes": 2},
+    "mlflow": {"experiment": "stages-test"},
+}
+# Compiled (the e2e pipeline, tests/test_compiled.py): one set of graphs, so their kernels are
+# compiled once (tests/helpers.py KERNEL_CACHE). bfloat16 as `auto` picks on a CPU with native
+# bf16, so the compiled bf16 path is tested on every machine.
+COMPILED_PARAMS = {**TINY_PARAMS, "compile": True, "precision": "bfloat16"}
+
+
+def write_params(folder: Path, **overrides) -> Path:
+    """``params.yaml`` in ``folder``: TINY_PARAMS with dotted-key overrides."""
+    params = json.loads(json.dumps(TINY_PARAMS))
+    for dotted, value in overrides.items():
+        *parents, leaf = dotted.split(".")
+        node = params
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    path = folder / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
 
 
 def free_port() -> int:

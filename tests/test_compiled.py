@@ -22,8 +22,7 @@ from dreamer.seeding import rng_state
 from dreamer.world_model import State
 
 from .conftest import make_batch, make_spec, tiny
-from .helpers import REPO, set_params
-from .test_stages import COMPILED_PARAMS
+from .helpers import COMPILED_PARAMS, REPO, set_params
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

@@ -24,9 +24,11 @@ mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
 
 from tests.helpers import (  # noqa: E402
+    COMPILED_PARAMS,
     DVC,
     KERNEL_CACHE,
     STAGES,
+    TINY_PARAMS,
     copy_worktree,
     free_port,
     process_env,
@@ -36,7 +38,6 @@ from tests.helpers import (  # noqa: E402
     start_queue_worker,
     wait_for_experiment,
 )
-from tests.test_stages import COMPILED_PARAMS, TINY_PARAMS  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
 BUCKET = "dreamer-remote"

@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from pipeline import cli, schemas
+
+from .helpers import REPO, write_params
 
 mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
@@ -28,47 +29,6 @@ from mlflow import MlflowClient  # noqa: E402
 from stages import evaluate, plot, train, warmup  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
-REPO = Path(__file__).resolve().parents[1]
-
-TINY_PARAMS = {
-    "seed": 3,
-    "compile": False,  # the e2e test runs the pipeline compiled
-    "env": {"id": "Pendulum-v1"},
-    "warmup": {"steps": 200},
-    "model": {"size": "debug"},
-    "behavior": {"horizon": 5},
-    "training": {
-        "env_steps": 600,
-        "batch_size": 4,
-        "batch_length": 16,
-        "train_ratio": 32.0,
-        "lr": 1.0e-3,
-        "lr_warmup": 0,
-        "log_every": 100,
-        "checkpoint_every": 200,
-    },
-    "evaluate": {"episodes": 2},
-    "mlflow": {"experiment": "stages-test"},
-}
-# Compiled (the e2e pipeline, tests/test_compiled.py): one set of graphs, so their kernels are
-# compiled once (tests/helpers.py KERNEL_CACHE). bfloat16 as `auto` picks on a CPU with native
-# bf16, so the compiled bf16 path is tested on every machine.
-COMPILED_PARAMS = {**TINY_PARAMS, "compile": True, "precision": "bfloat16"}
-
-
-def write_params(folder: Path, **overrides) -> Path:
-    """``params.yaml`` in ``folder``: TINY_PARAMS with dotted-key overrides."""
-    params = json.loads(json.dumps(TINY_PARAMS))
-    for dotted, value in overrides.items():
-        *parents, leaf = dotted.split(".")
-        node = params
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    path = folder / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
-
 
 STAGE_ARGS = {
     "warmup": ["--out", "data/warmup"],

@@ -36,6 +36,8 @@ import pytest
 from pipeline import tracking
 from tests.helpers import (
     DVC,
+    REPO,
+    TINY_PARAMS,
     copy_worktree,
     free_port,
     process_env,
@@ -44,8 +46,9 @@ from tests.helpers import (
     set_params,
     start_queue_worker,
     wait_for_experiment,
+    write_params,
 )
-from tests.test_stages import REPO, STAGE_ARGS, TINY_PARAMS, write_params
+from tests.test_stages import STAGE_ARGS
 
 pytest.importorskip("psycopg", reason="psycopg (the PostgreSQL driver) is not installed")
 mlflow = pytest.importorskip("mlflow")
