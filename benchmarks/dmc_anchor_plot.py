@@ -4,10 +4,13 @@
         --panel cartpole-balance benchmarks/results/dmc_cartpole_balance_seed*.csv --eval 675.6
     python benchmarks/dmc_anchor_plot.py --out OUT.png --panel cartpole-balance A.csv B.csv \
         --panel walker-stand C.csv            # one panel per task, side by side
+    python benchmarks/dmc_anchor_plot.py --out OUT.png --panel cartpole-swingup A.csv --eval 481.3 \
+        --panel cartpole-balance_sparse B.csv --eval 1000.0   # each panel's evaluations
 
 ``--panel TASK CSV...``: a task and the CSVs ``benchmarks/learning.py --curves`` wrote for it (one
-per seed), drawn as the rolling mean of 5 training episodes; ``--eval``: the evaluation mean of
-each seed at the end of its budget (deterministic policy), drawn as points in the first panel.
+per seed), drawn as the rolling mean of 5 training episodes; ``--eval MEAN...``: the evaluation
+mean of each seed at the end of its budget (deterministic policy), drawn as points; the first
+``--eval`` goes with the first ``--panel``, the second with the second, and so on.
 The official figures are the median (min–max) over 5 seeds of the official repository's
 ``scores/dmc_proprio-dreamerv3.json.gz`` (size1m, train ratio 1024, action repeat 1), as listed in
 ``../shared/ANCHORS.md``: they are the reference, not results of this project; each panel shows
@@ -62,13 +65,24 @@ def main(argv=None) -> None:
         metavar="TASK CSV",
         help=f"a task ({', '.join(sorted(OFFICIAL))}) and its curves' CSVs",
     )
-    p.add_argument("--eval", nargs="*", type=float, default=[], help="evaluation mean per seed")
+    p.add_argument(
+        "--eval",
+        nargs="*",
+        type=float,
+        action="append",
+        default=[],
+        metavar="MEAN",
+        help="evaluation mean per seed, one --eval per --panel in their order",
+    )
     p.add_argument("--title", default="", help="the figure's title")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
     for task, *curves in args.panel:
         if task not in OFFICIAL or not curves:
             p.error(f"--panel {task}: expected one of {sorted(OFFICIAL)} and at least one CSV")
+    if len(args.eval) > len(args.panel):
+        p.error(f"--eval: {len(args.eval)} given for {len(args.panel)} --panel")
+    evals = args.eval + [[]] * (len(args.panel) - len(args.eval))
 
     from matplotlib.figure import Figure
 
@@ -76,8 +90,8 @@ def main(argv=None) -> None:
     rows = -(-len(args.panel) // cols)
     fig = Figure(figsize=(7 * cols, 4.5 * rows), layout="constrained")
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
-    for i, (ax, (task, *curves)) in enumerate(zip(axes, args.panel)):
-        _panel(ax, task, curves, args.eval if i == 0 else [])
+    for ax, (task, *curves), panel_evals in zip(axes, args.panel, evals):
+        _panel(ax, task, curves, panel_evals)
     if args.title:
         fig.suptitle(args.title)
     fig.savefig(args.out, dpi=110)
