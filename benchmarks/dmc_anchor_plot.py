@@ -70,7 +70,6 @@ def main(argv=None) -> None:
         nargs="*",
         type=float,
         action="append",
-        default=[],
         metavar="MEAN",
         help="evaluation mean per seed, one --eval per --panel in their order",
     )
@@ -80,9 +79,10 @@ def main(argv=None) -> None:
     for task, *curves in args.panel:
         if task not in OFFICIAL or not curves:
             p.error(f"--panel {task}: expected one of {sorted(OFFICIAL)} and at least one CSV")
-    if len(args.eval) > len(args.panel):
-        p.error(f"--eval: {len(args.eval)} given for {len(args.panel)} --panel")
-    evals = args.eval + [[]] * (len(args.panel) - len(args.eval))
+    evals = args.eval or []
+    if len(evals) > len(args.panel):
+        p.error(f"--eval: {len(evals)} given for {len(args.panel)} --panel")
+    evals += [[]] * (len(args.panel) - len(evals))
 
     from matplotlib.figure import Figure
 

@@ -44,7 +44,7 @@ TINY_PARAMS = {
     "mlflow": {"experiment": "stages-test"},
 }
 # Compiled (the e2e pipeline, tests/test_compiled.py): one set of graphs, so their kernels are
-# compiled once (tests/helpers.py KERNEL_CACHE). bfloat16 as `auto` picks on a CPU with native
+# compiled once (KERNEL_CACHE above). bfloat16 as `auto` picks on a CPU with native
 # bf16, so the compiled bf16 path is tested on every machine.
 COMPILED_PARAMS = {**TINY_PARAMS, "compile": True, "precision": "bfloat16"}
 
