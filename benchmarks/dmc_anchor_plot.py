@@ -10,7 +10,8 @@
 ``--panel TASK CSV...``: a task and the CSVs ``benchmarks/learning.py --curves`` wrote for it (one
 per seed), drawn as the rolling mean of 5 training episodes; ``--eval MEAN...``: the evaluation
 mean of each seed at the end of its budget (deterministic policy), drawn as points; the first
-``--eval`` goes with the first ``--panel``, the second with the second, and so on.
+``--eval`` goes with the first ``--panel``, the second with the second, and so on; where a
+panel has one evaluation per CSV, each is drawn in its seed's colour.
 The official figures are the median (min–max) over 5 seeds of the official repository's
 ``scores/dmc_proprio-dreamerv3.json.gz`` (size1m, train ratio 1024, action repeat 1), as listed in
 ``../shared/ANCHORS.md``: they are the reference, not results of this project; each panel shows
@@ -101,19 +102,28 @@ def main(argv=None) -> None:
 def _panel(ax, task: str, curves: list[str], evals: list[float]) -> None:
     import pandas as pd
 
-    last_step = 0
+    last_step, colors = 0, []
     for path in curves:
         df = pd.read_csv(path)
         last_step = max(last_step, int(df["env_step"].max()))
-        ax.plot(
+        (line,) = ax.plot(
             df["env_step"],
             df["return"].rolling(5, min_periods=1).mean(),
             label=f"this project, {Path(path).stem.rsplit('_', 1)[-1]}: training (rolling 5)",
         )
-    for value in evals:
-        ax.plot([last_step], [value], "D", color="tab:orange", markersize=8)
+        colors.append(line.get_color())
+    # one evaluation per curve, in the curves' order: each drawn in its seed's colour
+    for value, color in zip(evals, colors if len(evals) == len(colors) else ["black"] * len(evals)):
+        ax.plot([last_step], [value], "D", color=color, markeredgecolor="black", markersize=8)
     if evals:
-        ax.plot([], [], "D", color="tab:orange", label="this project, evaluation (10 episodes)")
+        ax.plot(
+            [],
+            [],
+            "D",
+            color="white",
+            markeredgecolor="black",
+            label="this project, evaluation (10 episodes)",
+        )
     official = OFFICIAL[task]
     shown = min([s for s in official if s >= last_step] or [max(official)])
     steps = [s for s in official if s <= shown]
