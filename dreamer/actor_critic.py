@@ -281,11 +281,12 @@ class ActorCritic(nn.Module):
     def replay_value_loss(
         self, feat: Tensor, reward: Tensor, is_last: Tensor, is_terminal: Tensor, boot: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """The critic on the replayed window (official ``repl_loss``, ``repval_grad: True``).
+        """The critic on the replayed window (official ``repl_loss``).
 
         Args:
-            feat ``(B, T, F)``: posterior features *with* gradients, so the loss also shapes the
-            world model's representations; reward, is_last, is_terminal ``(B, T)`` as replayed;
+            feat ``(B, T, F)``: posterior features; with gradients (official ``repval_grad:
+            True``) the loss also shapes the world model's representations; reward, is_last,
+            is_terminal ``(B, T)`` as replayed;
             boot ``(B, T)``: detached imagined λ-returns from each step.
         Returns the loss (mean over steps not at an episode end; unscaled) and metrics.
         """

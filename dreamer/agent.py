@@ -207,6 +207,35 @@ class Agent(nn.Module):
         is_first[:, 0] |= ~valid
         return State(deter, stoch), is_first
 
+    def behavior_losses(self, window: Batch, posterior: State) -> tuple[Tensor, Tensor, dict]:
+        """Actor loss, critic loss and metrics for the world model's posterior ``(B, T, ...)``.
+
+        Imagination starts from every posterior state (detached: the actor and critic do not
+        train the world model there). With ``replay_value_scale`` the critic also learns on the
+        replayed window (official ``repval_loss``); with ``replay_value_grad`` (official
+        ``repval_grad: True``) that loss reaches the world model through the posterior features.
+        """
+        start = posterior.detach().flatten_batch()  # (B·T, ...)
+        start_continue = (~window.is_terminal).float().flatten()  # (B·T,)
+        actor_loss, critic_loss, behavior, start_return = self.actor_critic.loss(
+            self.world_model, start, start_continue
+        )
+        cfg = self.cfg.behavior
+        if cfg.replay_value_scale:
+            feat = posterior.features()  # (B, T, F)
+            if not cfg.replay_value_grad:
+                feat = feat.detach()
+            replay_loss, replay_metrics = self.actor_critic.replay_value_loss(
+                feat,
+                window.reward,
+                window.is_last,
+                window.is_terminal,
+                start_return.view(window.reward.shape),
+            )
+            critic_loss = critic_loss + cfg.replay_value_scale * replay_loss
+            behavior = {**behavior, **replay_metrics, "loss/replay_value": replay_loss}
+        return actor_loss, critic_loss, behavior
+
     def train_step(self, batch: Batch, context: Latents | None = None) -> Update:
         """One update of world model, actor and critic on ``batch`` (a replay ``Batch``).
 
@@ -226,23 +255,7 @@ class Agent(nn.Module):
         window = window._replace(is_first=is_first)
         with self.autocast():
             wm_loss, terms, posterior = self.world_model.loss(window, state)
-            start = posterior.detach().flatten_batch()  # (B·T, ...)
-            start_continue = (~window.is_terminal).float().flatten()  # (B·T,)
-            actor_loss, critic_loss, behavior, start_return = self.actor_critic.loss(
-                self.world_model, start, start_continue
-            )
-            replay_scale = self.cfg.behavior.replay_value_scale
-            if replay_scale:
-                # gradients reach the world model through the posterior features (repval_grad)
-                replay_loss, replay_metrics = self.actor_critic.replay_value_loss(
-                    posterior.features(),
-                    window.reward,
-                    window.is_last,
-                    window.is_terminal,
-                    start_return.view(window.reward.shape),
-                )
-                critic_loss = critic_loss + replay_scale * replay_loss
-                behavior = {**behavior, **replay_metrics, "loss/replay_value": replay_loss}
+            actor_loss, critic_loss, behavior = self.behavior_losses(window, posterior)
         losses = {"world_model": wm_loss, "actor": actor_loss, "critic": critic_loss}
         grad_norms = self.optimizer.backward(losses, separate=self.actor_critic.through_dynamics)
 

@@ -192,6 +192,9 @@ class BehaviorConfig(_Block):
     return_norm_high: OpenUnitFloat = 0.95
     # The critic also learns on the replayed window (official repval_loss, scale 0.3); 0: off.
     replay_value_scale: NonNegativeFloat = 0.3
+    # Its gradient reaches the world model through the posterior features (official
+    # repval_grad: True); false: it trains the critic only.
+    replay_value_grad: bool = True
 
     @field_validator("max_std")
     @classmethod

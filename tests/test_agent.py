@@ -110,39 +110,36 @@ def test_replay_context_starts_the_window_from_the_stored_latent(tiny_config):
     assert agent.train_step(make_batch(spec)).posterior is None  # no context, nothing to store
 
 
-def test_replay_value_loss_trains_the_world_model_through_the_critic(tiny_config):
-    """repval_grad: the critic's loss on replayed posterior features reaches the encoder; without
-    it (scale 0) the critic's loss reaches no world-model parameter."""
+@pytest.mark.parametrize(
+    "scale, grad, reaches_encoder",
+    [(0.3, True, True), (0.3, False, False), (0.0, True, False)],
+    ids=["repval_grad", "critic_only", "off"],
+)
+def test_replay_value_loss_trains_the_world_model_only_with_repval_grad(
+    tiny_config, scale, grad, reaches_encoder
+):
+    """Official repval_grad: the critic's loss on the replayed posterior features reaches the
+    encoder; with ``replay_value_grad: false`` or scale 0 the critic's loss reaches no
+    world-model parameter (imagination starts from detached states)."""
     spec = make_spec()
-
-    def encoder_grad(scale):
-        torch.manual_seed(0)
-        agent = Agent(spec, override(tiny_config, **{"behavior.replay_value_scale": scale}))
-        with torch.no_grad():  # a trained critic: its zero-initialised output passes no gradient
-            for param in agent.actor_critic.critic.parameters():
-                param.normal_(0.0, 0.1)
-        with agent.autocast():
-            _, _, posterior = agent.world_model.loss(make_batch(spec))
-            start = posterior.detach().flatten_batch()
-            _, critic_loss, _, boot = agent.actor_critic.loss(
-                agent.world_model, start, torch.ones(start.deter.shape[0])
-            )
-            if scale:
-                batch = make_batch(spec)
-                replay, _ = agent.actor_critic.replay_value_loss(
-                    posterior.features(),
-                    batch.reward,
-                    batch.is_last,
-                    batch.is_terminal,
-                    boot.view(batch.reward.shape),
-                )
-                critic_loss = critic_loss + scale * replay
-        params = list(agent.world_model.encoder.parameters())
-        grads = torch.autograd.grad(critic_loss, params, allow_unused=True)
-        return sum(0.0 if g is None else g.abs().sum().item() for g in grads)
-
-    assert encoder_grad(0.0) == 0.0
-    assert encoder_grad(0.3) > 0.0
+    torch.manual_seed(0)
+    cfg = override(
+        tiny_config,
+        **{"behavior.replay_value_scale": scale, "behavior.replay_value_grad": grad},
+    )
+    agent = Agent(spec, cfg)
+    with torch.no_grad():  # a trained critic: its zero-initialised output passes no gradient
+        for param in agent.actor_critic.critic.parameters():
+            param.normal_(0.0, 0.1)
+    batch = make_batch(spec)
+    with agent.autocast():
+        _, _, posterior = agent.world_model.loss(batch)
+        _, critic_loss, behavior = agent.behavior_losses(batch, posterior)
+    assert ("loss/replay_value" in behavior) == bool(scale)
+    params = list(agent.world_model.encoder.parameters())
+    grads = torch.autograd.grad(critic_loss, params, allow_unused=True)
+    encoder_grad = sum(0.0 if g is None else g.abs().sum().item() for g in grads)
+    assert (encoder_grad > 0.0) == reaches_encoder
 
 
 def test_non_finite_loss_stops_with_the_loss_named(tiny_config):
