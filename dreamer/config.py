@@ -244,6 +244,9 @@ class TrainingConfig(_Block):
 class EvaluateConfig(_Block):
     episodes: PositiveInt = 10
     video: bool = True
+    # The mode of the policy and of the posterior latents; false: sample both, as in training
+    # (the official policy always samples, and its published scores are training episodes).
+    deterministic: bool = True
 
 
 class MlflowConfig(_Block):

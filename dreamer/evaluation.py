@@ -1,5 +1,5 @@
-"""Evaluation: seeded episodes with deterministic (mode) actions, frames for a video, and the same
-episodes with a uniform random policy as the baseline the agent must beat.
+"""Evaluation: seeded episodes with the agent (mode actions by default, ``evaluate.deterministic``),
+frames for a video, and the same episodes with a uniform random policy as the baseline to beat.
 
 :func:`evaluate_agent` is the whole evaluation of a saved agent in one call (the evaluate stage's
 work); :func:`evaluate` and :func:`evaluate_random` are its parts.
@@ -81,8 +81,8 @@ def evaluate(
     record_video: bool = False,
     max_video_frames: int = 1000,
 ) -> tuple[list[EpisodeRecord], np.ndarray | None]:
-    """Run ``episodes`` episodes with the agent's mode actions, each in a fresh env seeded
-    ``seed + 10000 + i``.
+    """Run ``episodes`` episodes with the agent, each in a fresh env seeded ``seed + 10000 + i``:
+    mode actions from mode latents, or sampled ones as in training (``evaluate.deterministic``).
 
     Returns the episode records and, if ``record_video``, the rendered frames of the first
     episode ``(N, H, W, 3)`` uint8 (None when the env cannot render).
@@ -92,7 +92,7 @@ def evaluate(
         return run_episodes(
             cfg,
             episodes,
-            lambda envs: AgentPolicy(agent, deterministic=True),
+            lambda envs: AgentPolicy(agent, deterministic=cfg.evaluate.deterministic),
             record_video,
             max_video_frames,
         )

@@ -1,4 +1,4 @@
-"""Stage evaluate: seeded episodes with deterministic actions, videos, metrics/eval.json.
+"""Stage evaluate: seeded episodes (mode actions by default), videos, metrics/eval.json.
 
     python -m stages.evaluate --agent models/agent.pt --metrics metrics/eval.json \
         --episodes-csv metrics/eval/episodes.csv --media media/eval

@@ -6,6 +6,7 @@ import torch
 
 from dreamer.agent import Agent
 from dreamer.checkpoint import load_checkpoint, save_checkpoint
+from dreamer.config import override
 from dreamer.env_pool import LocalEnvs, make_envs
 from dreamer.envs import DreamerEnv
 from dreamer.evaluation import evaluate, evaluate_random
@@ -168,6 +169,19 @@ def test_random_baseline_runs_the_evaluation_episodes_reproducibly():
     scores = [r.score for r in baseline]
     assert scores == [r.score for r in evaluate_random(cfg, 3)]  # seeded action spaces
     assert len(set(scores)) == 3 and scores != [r.score for r in evaluated]
+
+
+def test_evaluation_takes_the_mode_unless_told_to_sample():
+    cfg = tiny()
+    agent = Agent(make_envs(cfg.env, 0).spec, cfg)
+    mode = [r.score for r in evaluate(agent, cfg, 2)[0]]
+    assert mode == [r.score for r in evaluate(agent, cfg, 2)[0]]  # the mode draws nothing
+    sampling = override(cfg, **{"evaluate.deterministic": False})
+    sampled = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        sampled.append([r.score for r in evaluate(agent, sampling, 2)[0]])
+    assert mode not in sampled and sampled[0] != sampled[1]
 
 
 def test_a_training_run_that_cannot_be_built_closes_its_envs(monkeypatch):
