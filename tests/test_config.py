@@ -297,12 +297,18 @@ def test_bad_presets_are_named(presets, message):
 
 
 def test_the_shipped_params_file_and_every_preset_in_it_are_valid():
-    base = load_config(PARAMS)
     env_ids = _preset_entries(yaml.safe_load(PARAMS.read_text())["presets"])
-    assert {"CartPole-v1", "CarRacing-v3", "dm_control/walker-stand-v0"} <= set(env_ids)
+    assert {"Pendulum-v1", "CartPole-v1", "CarRacing-v3", "dm_control/walker-stand-v0"} <= set(
+        env_ids
+    )
     for env_id in env_ids:
         cfg = load_config(PARAMS, {"env.id": env_id})
-        assert cfg.env.id == env_id and cfg != base
+        top_level = load_config(PARAMS, {"env.id": env_id, "presets": {}})
+        assert cfg.env.id == env_id and cfg != top_level
+    # The classic-control presets keep the replay value loss's gradient out of the world model
+    # (README, Learning); every other task keeps the official top-level true.
+    assert not load_config(PARAMS).behavior.replay_value_grad
+    assert load_config(PARAMS, {"env.id": "CarRacing-v3"}).behavior.replay_value_grad
 
 
 @pytest.mark.parametrize(
