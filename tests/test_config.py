@@ -305,10 +305,12 @@ def test_the_shipped_params_file_and_every_preset_in_it_are_valid():
         cfg = load_config(PARAMS, {"env.id": env_id})
         top_level = load_config(PARAMS, {"env.id": env_id, "presets": {}})
         assert cfg.env.id == env_id and cfg != top_level
-    # The classic-control presets keep the replay value loss's gradient out of the world model
-    # (README, Learning); every other task keeps the official top-level true.
+    # The classic-control and CarRacing presets keep the replay value loss's gradient out of the
+    # world model (README, Learning and Pixels); every other task keeps the official top-level true.
     assert not load_config(PARAMS).behavior.replay_value_grad
-    assert load_config(PARAMS, {"env.id": "CarRacing-v3"}).behavior.replay_value_grad
+    assert not load_config(PARAMS, {"env.id": "CarRacing-v3"}).behavior.replay_value_grad
+    dmc = load_config(PARAMS, {"env.id": "dm_control/walker-stand-v0"})
+    assert dmc.behavior.replay_value_grad
 
 
 @pytest.mark.parametrize(
