@@ -29,7 +29,7 @@ from gymnasium.envs.registration import load_env_creator
 
 from .config import EnvConfig
 from .errors import EnvSpecError
-from .seeding import seed_env
+from .seeding import generator_from_state, generator_state, seed_env
 
 # Rendering is always offscreen (rgb_array): keep pygame/SDL from looking for a display or a sound
 # card, which prints "XDG_RUNTIME_DIR is invalid" on headless machines.
@@ -380,19 +380,31 @@ class DreamerEnv:
     def rng_state(self) -> dict[str, Any]:
         """The env's and the action space's generator states, for resuming a run.
 
-        Covers ``env.np_random`` (resets, stochastic dynamics) and the action sampler; an env
-        with generators of its own beyond these is not captured. Plain python values only.
+        Covers ``env.np_random`` (resets, stochastic dynamics; a ``Generator`` for gymnasium's
+        own envs, a legacy ``RandomState`` for DeepMind Control tasks) and the action sampler; an
+        env with generators of its own beyond these is not captured. Plain python values only.
         """
         return {
             "seeded": self._seeded,
-            "env": self._env.unwrapped.np_random.bit_generator.state,
-            "action_space": self._env.action_space.np_random.bit_generator.state,
+            "env": generator_state(self._env.unwrapped.np_random),
+            "action_space": generator_state(self._env.action_space.np_random),
         }
 
     def set_rng_state(self, state: dict[str, Any]) -> None:
-        """Restore :meth:`rng_state`; a seeded state makes the next ``reset()`` take no seed."""
-        self._env.unwrapped.np_random = _generator_from_state(state["env"])
-        self._env.action_space.np_random.bit_generator.state = state["action_space"]
+        """Restore :meth:`rng_state`; a seeded state makes the next ``reset()`` take no seed.
+
+        An env whose generator is of no kind :func:`~dreamer.seeding.generator_state` knows
+        keeps its own generator: the resumed run continues, not bit-identical (said once)."""
+        env_rng = generator_from_state(state["env"])
+        if env_rng is None:
+            warnings.warn(
+                f"{self.cfg.id}: its random generator ({state['env'].get('type')}) cannot be "
+                "saved, so a resumed run is not bit-identical to an uninterrupted one",
+                stacklevel=2,
+            )
+        else:
+            self._env.unwrapped.np_random = env_rng
+        self._env.action_space._np_random = generator_from_state(state["action_space"])
         self._seeded = state["seeded"]
 
     def vector_bounds(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -438,12 +450,6 @@ class DreamerEnv:
             else:
                 obs[field.key] = np.asarray(value, dtype=np.float32).reshape(field.shape)
         return obs
-
-
-def _generator_from_state(state: dict[str, Any]) -> np.random.Generator:
-    bit_generator = getattr(np.random, state["bit_generator"])()
-    bit_generator.state = state
-    return np.random.Generator(bit_generator)
 
 
 def make_env(cfg: EnvConfig, seed: int) -> DreamerEnv:

@@ -3,7 +3,8 @@
 Two runs with the same seed must draw the same numbers: python ``random``, numpy's global
 generator and torch (CPU and, when present, every CUDA device) through :func:`seed_everything`,
 and the environment's reset and action-space sampler through :func:`seed_env`. A resumed run
-restores the generators' states with :func:`rng_state` / :func:`restore_rng_state`.
+restores the generators' states with :func:`rng_state` / :func:`restore_rng_state`, and an env's
+own generator (whatever its kind) with :func:`generator_state` / :func:`generator_from_state`.
 """
 
 from __future__ import annotations
@@ -106,3 +107,52 @@ def restore_rng_state(state: dict[str, Any]) -> None:
     if "cuda" in state and torch.cuda.is_available():
         cuda_states = [torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]]
         torch.cuda.set_rng_state_all(cuda_states)
+
+
+# --- one generator object of any kind (an env's ``np_random``, an action space's) ----------------
+def generator_state(rng: Any) -> dict[str, Any]:
+    """The state of ``rng`` as plain python values (JSON, pickle and ``weights_only`` safe).
+
+    Gymnasium envs keep a ``np.random.Generator`` (any bit generator); DeepMind Control tasks
+    (through shimmy) keep a legacy ``np.random.RandomState``. Any other object gives
+    ``{"kind": "unsupported"}``: :func:`generator_from_state` then leaves the env's generator as
+    it is, and a resumed run of that env is not exact (its caller says so).
+    """
+    if isinstance(rng, np.random.Generator):
+        return {"kind": "generator", "state": _plain(rng.bit_generator.state)}
+    if isinstance(rng, np.random.RandomState):
+        return {"kind": "random_state", "state": _plain(rng.get_state(legacy=False))}
+    return {"kind": "unsupported", "type": type(rng).__qualname__}
+
+
+def generator_from_state(state: dict[str, Any]) -> Any:
+    """A new generator in :func:`generator_state`'s ``state``; None for an unsupported kind."""
+    kind = state.get("kind")
+    if kind not in ("generator", "random_state"):
+        return None
+    inner = _from_plain(state["state"])
+    bit_generator = getattr(np.random, inner["bit_generator"])()
+    bit_generator.state = inner
+    if kind == "generator":
+        return np.random.Generator(bit_generator)
+    return np.random.RandomState(bit_generator)
+
+
+def _plain(value: Any) -> Any:
+    """numpy arrays and scalars inside a bit generator's state dict → lists and python numbers
+    (an array becomes ``{"ndarray": [...], "dtype": "uint32"}`` so it can be rebuilt)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, np.ndarray):
+        return {"ndarray": value.tolist(), "dtype": str(value.dtype)}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _from_plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        if set(value) == {"ndarray", "dtype"}:
+            return np.array(value["ndarray"], dtype=value["dtype"])
+        return {k: _from_plain(v) for k, v in value.items()}
+    return value
