@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from .actor_critic import ActorCritic
 from .compiled import check_compiler, compile_marked, compiled, is_compiled
 from .config import Config
-from .errors import ConfigError, NonFiniteLossError
+from .errors import ConfigError
 from .optim import Optimizer
 from .replay import Batch, Latents
 from .seeding import restore_rng_state, rng_state
@@ -35,11 +35,13 @@ from .world_model import State, WorldModel
 
 
 class Update(NamedTuple):
-    """What one :meth:`Agent.train_step` returns: flat metrics, and with a replay context the
-    posterior latents of the trained steps ``(B, T, ...)`` to store back (else None)."""
+    """What one :meth:`Agent.train_step` returns: flat metrics, with a replay context the
+    posterior latents of the trained steps ``(B, T, ...)`` to store back (else None), and the
+    name of the first non-finite loss or gradient norm when the update was skipped (else None)."""
 
     metrics: dict[str, float]
     posterior: Latents | None
+    skipped: str | None = None
 
 
 class PolicyState(NamedTuple):
@@ -245,9 +247,10 @@ class Agent(nn.Module):
             context: the latents stored for each window's first step
                 (``ReplayBuffer.read_latents``).
         Returns the metrics (``loss/...``, ``behavior/...``, ``grad_norm/...``), read with one
-        device sync, and with a context the posterior latents to store back. Raises
-        NonFiniteLossError naming the loss if any loss is NaN or Inf; that check uses the same
-        sync and comes before the optimiser step, so the weights stay as they were.
+        device sync, and with a context the posterior latents to store back. An update whose
+        losses or gradient norms are not all finite is skipped, as the official optimiser skips
+        it: no optimiser step, no slow-critic step, no latents stored, ``gradient_steps``
+        unchanged, and ``Update.skipped`` names the first bad value (the caller counts them).
         """
         batch = batch.to(self.device, non_blocking=True)
         window = batch.from_step(1) if context is not None else batch
@@ -266,9 +269,11 @@ class Agent(nn.Module):
         metrics.update({f"grad_norm/{k}": v for k, v in grad_norms.items()})
         values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()])
         named = dict(zip(metrics, values.tolist()))  # the one device sync
-        bad = [k for k, v in named.items() if k.startswith("loss/") and not math.isfinite(v)]
+        checked = ("loss/", "grad_norm/")
+        bad = [k for k, v in named.items() if k.startswith(checked) and not math.isfinite(v)]
         if bad:
-            raise NonFiniteLossError(f"non-finite loss: {bad[0]} = {named[bad[0]]}")
+            self.optimizer.optimizer.zero_grad(set_to_none=True)
+            return Update(named, None, skipped=f"{bad[0]} = {named[bad[0]]}")
 
         self.optimizer.step()
         self.actor_critic.update_slow_critic()
@@ -281,6 +286,13 @@ class Agent(nn.Module):
                 np.ones(posterior.deter.shape[:2], bool),
             )
         return Update(named, stored)
+
+    def nonfinite_parameter(self) -> str | None:
+        """The name of the first parameter or buffer holding NaN or Inf, or None (all finite)."""
+        for name, value in self.state_dict().items():
+            if value.is_floating_point() and not torch.isfinite(value).all():
+                return name
+        return None
 
     # --- state registry (one source of truth for checkpoints) --------------------------------
     def training_state(self) -> dict:

@@ -46,11 +46,12 @@ def _remove_stale_temps(path: Path) -> None:
     head, tail = f".{path.stem}.", f".tmp{path.suffix}"
     for stale in path.parent.glob(f"{glob.escape(head)}*{glob.escape(tail)}"):
         pid = stale.name[len(head) : -len(tail)]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not alive(int(pid)):
             stale.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (another user's process counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -98,3 +99,21 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def link_or_copy(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Hard-link ``source`` at ``target`` (a file never rewritten in place, so sharing its inode is
+    safe); copy it where the file system refuses links."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """fsync a folder, so that the renames and new names inside it survive a power loss."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

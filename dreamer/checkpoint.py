@@ -1,21 +1,41 @@
-"""Atomic checkpoint files, loaded with ``torch.load(weights_only=True)``.
+"""Checkpoints: atomic files loaded with ``torch.load(weights_only=True)``, and the folder of
+whole training checkpoints that a killed run resumes from.
 
-A checkpoint is one dict built from a single registry (``Trainer.training_state()``), so nothing is
-listed twice. Writes go to a temporary file in the same folder, then ``os.replace``: a crash leaves
-either the old file or the new one, never half of one.
+A checkpoint's state is one dict built from a single registry (``Trainer.training_state()``), so
+nothing is listed twice. A file is written to a temporary name in the same folder, then
+``os.replace``: a crash leaves either the old file or the new one, never half of one.
+
+A training checkpoint is a file *and* the replay buffer's chunks, which must match each other.
+:class:`CheckpointDir` writes each one into a new folder and renames it into place::
+
+    models/checkpoint/
+        ckpt-000007/            an older whole checkpoint (kept: the last two are)
+            state.pt            trainer, agent, optimiser, RNGs, counters, curves
+            replay/             meta.json + chunk_*.npz (unchanged chunks hard-linked to the last)
+        ckpt-000008/            the newest
+        .ckpt-000009.PID.tmp/   a write in progress (or of a killed process: removed next time)
+
+so at every instant the newest ``ckpt-*`` folder is a whole checkpoint: a kill before the rename
+leaves the previous one newest, a kill after it leaves the new one.
 """
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from .agent import Agent
-from .atomic import atomic_path
+from .atomic import alive, atomic_path, fsync_dir
 from .config import config_from_dict, override
 from .envs import EnvSpec
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError, ConfigError, ReplayError
+from .faults import fault_point
+from .replay import ReplayBuffer
 
 FORMAT_VERSION = 1
 
@@ -41,6 +61,105 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     if not isinstance(payload, dict) or payload.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path}: not a dreamer checkpoint (format version mismatch)")
     return payload
+
+
+# --- the folder of training checkpoints ---------------------------------------------------------
+_ENTRY = re.compile(r"ckpt-(\d{6,})")
+_TEMP = re.compile(r"\.ckpt-\d+\.(\d+)\.tmp")
+
+
+class Saved(NamedTuple):
+    """One whole checkpoint read back: its folder, its state dict and its replay buffer."""
+
+    folder: Path
+    state: dict
+    replay: ReplayBuffer
+
+
+class CheckpointDir:
+    """The folder of a run's whole checkpoints (``ckpt-NNNNNN/``), the newest ``keep`` kept.
+
+    Args:
+        root: the folder (``models/checkpoint``, a ``persist: true`` DVC out).
+        keep: how many checkpoints stay after a save (the previous one is the fallback when the
+            newest is damaged by something other than a kill: remove the newest to use it).
+    """
+
+    def __init__(self, root: str | Path, keep: int = 2):
+        self.root, self.keep = Path(root), keep
+
+    def entries(self) -> list[Path]:
+        """The whole checkpoints, newest first (a folder appears only once renamed into place)."""
+        if not self.root.is_dir():
+            return []
+        found = [(int(m[1]), p) for p in self.root.iterdir() if (m := _ENTRY.fullmatch(p.name))]
+        return [path for _, path in sorted(found, reverse=True)]
+
+    def latest(self) -> Path | None:
+        entries = self.entries()
+        return entries[0] if entries else None
+
+    def save(self, state: dict, replay: ReplayBuffer) -> Path:
+        """Write ``state`` and ``replay`` as a new newest checkpoint; returns its folder.
+
+        The replay's chunks unchanged since the last checkpoint are hard-linked from it, so a save
+        costs the new steps only. Files and folders are fsynced before and after the rename.
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._remove_dead_temps()
+        previous = self.latest()
+        number = int(_ENTRY.fullmatch(previous.name)[1]) + 1 if previous else 1
+        final = self.root / f"ckpt-{number:06d}"
+        tmp = self.root / f".{final.name}.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            replay.save(tmp / "replay", previous / "replay" if previous else None)
+            fault_point("checkpoint.replay")  # killed here: a temp folder, the old newest intact
+            save_checkpoint(tmp / "state.pt", state)
+            fsync_dir(tmp / "replay")
+            fsync_dir(tmp)
+            fault_point("checkpoint.state")
+            os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        fsync_dir(self.root)
+        replay.moved_to(final / "replay")
+        fault_point("checkpoint.renamed")  # killed here: the new one is newest, the old not pruned
+        for old in self.entries()[self.keep :]:
+            shutil.rmtree(old)
+        for legacy in ("state.pt", "replay"):  # the single-folder layout of earlier versions
+            path = self.root / legacy
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+        return final
+
+    def load_latest(self, spec) -> Saved | None:
+        """The newest checkpoint with its replay (for ``spec``), or None when there is none.
+
+        Raises CheckpointError naming the file when the newest is damaged (a kill never does
+        that: see the module docstring), with what to remove to use the one before it.
+        """
+        folder = self.latest()
+        if folder is None:
+            return None
+        try:
+            state = load_checkpoint(folder / "state.pt")
+            replay = ReplayBuffer.load(folder / "replay", spec)
+        except (CheckpointError, ReplayError) as exc:
+            older = self.entries()[1:2]
+            hint = (
+                f"remove {folder} to resume from {older[0].name}"
+                if older
+                else (f"remove {self.root} to start fresh")
+            )
+            raise CheckpointError(f"{str(exc).splitlines()[0]}; {hint}") from None
+        return Saved(folder, state, replay)
+
+    def _remove_dead_temps(self) -> None:
+        """Temporary folders of writers that were killed (their pid is gone)."""
+        for path in self.root.iterdir():
+            if (m := _TEMP.fullmatch(path.name)) and not alive(int(m[1])):
+                shutil.rmtree(path, ignore_errors=True)
 
 
 # --- the trained agent, as handed from train to evaluate ------------------------------------------

@@ -117,7 +117,8 @@ class ModelConfig(_Block):
     hidden: PositiveInt
     units: PositiveInt
     stoch: PositiveInt
-    classes: PositiveInt
+    # at most 32767: the replay stores latent class indices as int16 (replay context)
+    classes: Annotated[int, Field(gt=0, le=32767, description="an integer in [1, 32767]")]
     depth: PositiveInt
     blocks: PositiveInt
     layers: PositiveInt
@@ -179,7 +180,8 @@ class BehaviorConfig(_Block):
     """Actor-critic learned in imagination."""
 
     horizon: PositiveInt = 15
-    discount_horizon: PositiveFloat = 333.0  # γ = 1 − 1/discount_horizon ≈ 0.997
+    # γ = 1 − 1/discount_horizon ≈ 0.997; below 1, γ would be negative
+    discount_horizon: Annotated[float, Field(ge=1, description="a float of at least 1")] = 333.0
     return_lambda: ClosedUnitFloat = 0.95
     entropy: NonNegativeFloat = 3.0e-4
     actor_gradient: Literal["reinforce", "dynamics"] = "reinforce"
@@ -233,6 +235,20 @@ class TrainingConfig(_Block):
     replay_context: bool = True
     log_every: PositiveInt = 1000  # env steps between metric rows
     checkpoint_every: PositiveInt = 5000  # env steps between checkpoints
+    # updates in a row with a non-finite loss or gradient (each skipped) before training stops
+    max_skipped_updates: PositiveInt = 20
+
+    @field_validator("replay_capacity")
+    @classmethod
+    def _capacity_holds_a_window(cls, capacity: int, info: ValidationInfo) -> int:
+        window = info.data.get("batch_length", 2) + int(info.data.get("replay_context", True))
+        if capacity < window:
+            raise ValueError(
+                f"{capacity} cannot hold one training window (training.batch_length "
+                f"{info.data.get('batch_length')} + {window - info.data.get('batch_length', 2)} "
+                f"replay context step); set at least {window}"
+            )
+        return capacity
 
     @property
     def updates_per_agent_step(self) -> float:
@@ -250,14 +266,15 @@ class EvaluateConfig(_Block):
 
 
 class MlflowConfig(_Block):
-    experiment: str = "dreamerv3"
+    experiment: Annotated[str, Field(min_length=1, description="a non-empty string")] = "dreamerv3"
     tracking_uri: str = ""  # empty: the embedded store in the project (MLFLOW_TRACKING_URI wins)
 
 
 class Config(_Block):
     """The whole ``params.yaml``."""
 
-    seed: NonNegativeInt = 0
+    # numpy's legacy and the envs' seeds are 32-bit: evaluation adds 10,000 + episode, so 2³¹ − 1
+    seed: Annotated[int, Field(ge=0, le=2**31 - 1, description="an integer in [0, 2147483647]")] = 0
     device: Literal["cpu", "cuda", "auto"] = "auto"
     threads: PositiveInt = 2
     # matmuls in bfloat16 where the hardware does them natively (auto), or always/never
@@ -443,8 +460,15 @@ def config_from_dict(data: dict) -> Config:
 def _check_budget(cfg: Config) -> None:
     """Refuse a budget that leaves no room for one gradient step after the warm-up, before any
     env is stepped: the warm-up collects whole rounds of ``num_envs`` agent steps, training then
-    owes ``updates_per_agent_step`` per agent step."""
+    owes ``updates_per_agent_step`` per agent step. The warm-up must also hold one window."""
     t, env = cfg.training, cfg.env
+    window = t.batch_length + int(t.replay_context)
+    if cfg.warmup.steps // env.action_repeat < window:
+        raise ConfigError(
+            f"warmup.steps: {cfg.warmup.steps} (at action_repeat {env.action_repeat}) collects "
+            f"fewer agent steps than one training window holds ({window}: training.batch_length "
+            f"{t.batch_length} + replay context); set at least {window * env.action_repeat}"
+        )
     frames_per_round = env.num_envs * env.action_repeat
     warmup_frames = math.ceil(cfg.warmup.steps / frames_per_round) * frames_per_round
     rounds = math.ceil(1 / (env.num_envs * t.updates_per_agent_step) - 1e-9)

@@ -31,5 +31,10 @@ class CompileError(UserError, RuntimeError):
     """torch.compile cannot run on this machine (the message names the ``compile`` param)."""
 
 
-class NonFiniteLossError(UserError, FloatingPointError):
-    """A loss became NaN or Inf; training stops and the last good checkpoint is kept."""
+class DivergenceError(UserError, FloatingPointError):
+    """Training diverged: updates kept failing (NaN or Inf), or the weights are no longer finite.
+    Training stops, naming the update and the last good checkpoint, which is kept."""
+
+
+class EnvDataError(UserError, ValueError):
+    """An environment returned a non-finite observation or reward (named with env, key, step)."""

@@ -20,11 +20,18 @@ import numpy as np
 
 from .agent import Agent
 from .config import Config
+from .errors import DivergenceError, EnvDataError
 from .replay import Latents, ReplayBuffer
 from .seeding import restore_rng_state, rng_state
 
 # The columns of a metrics row before the agent's loss/* ones (the losses curve's header).
-LOSS_COLUMNS = ["gradient_step", "env_step", "wall_seconds", "updates_per_second"]
+LOSS_COLUMNS = [
+    "gradient_step",
+    "env_step",
+    "wall_seconds",
+    "updates_per_second",
+    "skipped_updates",
+]
 Policy = Callable[[dict, np.ndarray], np.ndarray]  # obs {key: (N, ...)}, is_first (N,) → (N, A)
 
 
@@ -111,9 +118,29 @@ class Collector:
             else:
                 self.replay.write_latents(self._last_index[i : i + 1], row)
 
+    def _check_finite(self, obs: dict[str, np.ndarray], reward: np.ndarray | None, rows) -> None:
+        """Refuse a NaN or Inf observation (vector keys) or reward of the envs ``rows`` before it
+        reaches the replay, naming the env, the key and the env step."""
+        spec = self.envs.spec
+        for key in spec.vector_keys:
+            bad = [i for i in rows if not np.isfinite(obs[key][i]).all()]
+            if bad:
+                self._refuse(bad[0], f"observation {key!r} is {obs[key][bad[0]].tolist()}")
+        if reward is not None:
+            bad = [i for i in rows if not np.isfinite(reward[i])]
+            if bad:
+                self._refuse(bad[0], f"reward is {reward[bad[0]]}")
+
+    def _refuse(self, index: int, what: str) -> None:
+        raise EnvDataError(
+            f"{self.envs.spec.env_id} (env {index}): {what} at env step {self.env_steps:,}; "
+            "not stored (the replay and the last checkpoint hold only finite data)"
+        )
+
     def _reset_ended(self) -> None:
         mask = self.needs_reset
         fresh = self.envs.reset(mask)
+        self._check_finite(fresh, None, np.flatnonzero(mask))
         self.obs = fresh if self.obs is None else {k: v.copy() for k, v in self.obs.items()}
         zeros = np.zeros(self.envs.spec.action_dim, np.float32)
         for i in np.flatnonzero(mask):
@@ -133,6 +160,7 @@ class Collector:
         if isinstance(policy, AgentPolicy) and self.replay.has_latents:
             self._store_latents(policy.latents())
         obs, reward, terminated, truncated = self.envs.step(actions)
+        self._check_finite(obs, reward, range(self.envs.num_envs))
         records = []
         for i in range(self.envs.num_envs):
             last = bool(terminated[i] or truncated[i])
@@ -216,6 +244,8 @@ class Counters:
     next_log: int = 0
     next_checkpoint: int = 0
     wall_seconds: float = 0.0  # accumulated over resumed parts
+    skipped_updates: int = 0  # updates skipped for a non-finite loss or gradient, in all
+    skipped_in_row: int = 0  # ... since the last applied update
 
 
 class Trainer:
@@ -271,13 +301,29 @@ class Trainer:
             index = self.replay.sample_index(t.batch_size, context + t.batch_length, self.rng)
             batch = self.replay.gather(index, pin_memory=self.agent.device.type == "cuda")
             latents = self.replay.read_latents(index[:, 0]) if context else None
-            metrics, posterior = self.agent.train_step(batch, latents)
+            update = self.agent.train_step(batch, latents)
+            self.counters.updates_owed -= 1.0
+            if update.skipped:
+                self._skipped(update.skipped)
+                continue
+            self.counters.skipped_in_row = 0
             if context:  # refresh the stored latents of the trained steps
-                self.replay.write_latents(index[:, context:], posterior)
-            for k, v in metrics.items():
+                self.replay.write_latents(index[:, context:], update.posterior)
+            for k, v in update.metrics.items():
                 self._sums[k] += v
             self._count += 1
-            self.counters.updates_owed -= 1.0
+
+    def _skipped(self, what: str) -> None:
+        """Count a skipped update; stop after ``training.max_skipped_updates`` in a row."""
+        c = self.counters
+        c.skipped_updates += 1
+        c.skipped_in_row += 1
+        if c.skipped_in_row >= self.cfg.training.max_skipped_updates:
+            raise DivergenceError(
+                f"training diverged: {c.skipped_in_row} updates in a row had a non-finite loss "
+                f"or gradient (training.max_skipped_updates), the last after update "
+                f"{self.agent.gradient_steps} at env step {self.collector.env_steps:,}: {what}"
+            )
 
     def run(self, hooks: Hooks | None = None) -> Counters:
         hooks = hooks or Hooks()
@@ -320,6 +366,7 @@ class Trainer:
             env_step=self.counters.env_steps,
             wall_seconds=self.counters.wall_seconds,
             updates_per_second=(steps - last_steps) / max(now - last_time, 1e-9),
+            skipped_updates=self.counters.skipped_updates,
         )
         self._sums.clear()
         self._count = 0
@@ -341,6 +388,8 @@ class Trainer:
                 "env_steps": self.collector.env_steps,
                 "episodes": self.collector.episodes,
             },
+            # the metrics averaged since the last row: a resumed run's next row is the same
+            "metric_sums": {"sums": dict(self._sums), "count": self._count},
         }
 
     def load_training_state(self, state: dict) -> None:
@@ -354,4 +403,6 @@ class Trainer:
         self.envs.set_rng_state(state["env_rng"])
         self.collector.env_steps = state["collector"]["env_steps"]
         self.collector.episodes = state["collector"]["episodes"]
+        self._sums = defaultdict(float, state["metric_sums"]["sums"])
+        self._count = state["metric_sums"]["count"]
         self._last_log = (time.perf_counter(), self.agent.gradient_steps)

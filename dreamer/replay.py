@@ -59,7 +59,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from .atomic import write_bytes
+from .atomic import link_or_copy, write_bytes
 from .envs import EnvSpec
 from .errors import ReplayError
 from .replay_files import CHUNK_PATTERN, FORMAT_VERSION, read_chunk, read_meta, write_chunk
@@ -383,27 +383,6 @@ class ReplayBuffer:
             self._size = min(self._size + count, self.capacity)
             self._total_steps += count
 
-    def truncate(self, total_steps: int) -> None:
-        """Drop the newest steps so that ``total_steps`` remain ever-added.
-
-        Used on resume when the replay was saved after the checkpoint it belongs to (a crash
-        between the two writes). Raises ReplayError if the dropped steps had overwritten older
-        ones (the ring wrapped), since those cannot be restored.
-        """
-        drop = self._total_steps - total_steps
-        if drop < 0 or drop > self._size or (self._total_steps > self.capacity and drop > 0):
-            raise ReplayError(
-                f"replay: cannot roll back from {self._total_steps} to {total_steps} steps"
-            )
-        self._cursor = (self._cursor - drop) % self.capacity
-        self._size -= drop
-        self._total_steps = total_steps
-        start = self._cursor
-        dropped = (start + np.arange(drop)) % self.capacity
-        self._dirty_chunks.update((dropped // self.chunk_size).tolist())
-        if self._latents is not None:
-            self._latents["valid"][dropped] = False
-
     # --- replay context: the latent state last computed for each stored step ----------------------
     def attach_latents(self, deter: int, stoch: int, classes: int) -> None:
         """Keep an RSSM state per stored step: ``deter (D,)`` as float16 (the GRU state is bounded;
@@ -473,23 +452,31 @@ class ReplayBuffer:
         n_chunks = -(-self.capacity // self.chunk_size)
         return [chunk for chunk in range(n_chunks) if self._chunk_rows(chunk) > 0]
 
-    def save(self, directory: str | Path) -> None:
+    def save(self, directory: str | Path, previous: str | Path | None = None) -> None:
         """Write the buffer to ``directory`` as chunk files plus ``meta.json``.
 
-        Only chunks changed since the last save to (or load from) the same directory are
-        rewritten. Each file is written to a temporary name, synced and renamed over the old one,
-        and ``meta.json`` comes last; ``meta.json`` records every chunk's CRCs, so after a crash
-        mid-save :meth:`load` either returns the previous consistent state or raises
-        :class:`ReplayError` naming a chunk that no longer matches — never silently mixed data.
+        Only chunks changed since the last save (or load) are written: an unchanged chunk already
+        in ``directory`` is kept, and one in ``previous`` (the folder of the last save, e.g. the
+        last checkpoint) is hard-linked (copied where links fail), so a checkpoint folder is
+        whole on its own at the cost of the new chunks only. Chunks are written to temporary names,
+        synced and renamed, and ``meta.json`` comes last; ``meta.json`` records every chunk's
+        CRCs, so :meth:`load` of a folder whose save was cut short either returns the previous
+        consistent state or raises :class:`ReplayError` naming a chunk that no longer matches.
+        (Checkpoints never rewrite a folder in place: ``checkpoint.CheckpointDir``.)
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        synced = self._synced_dir == directory.resolve()
+        source = directory if previous is None else Path(previous)
+        synced = self._synced_dir is not None and self._synced_dir == source.resolve()
         used = self._used_chunks()
         for chunk in used:
             path = directory / CHUNK_PATTERN.format(chunk)
-            if synced and chunk not in self._dirty_chunks and path.is_file():
-                continue
+            if synced and chunk not in self._dirty_chunks:
+                kept = source / path.name
+                if kept.is_file():
+                    if kept.resolve() != path.resolve():
+                        link_or_copy(kept, path)
+                    continue
             start = chunk * self.chunk_size
             rows = self._chunk_rows(chunk)
             arrays = {name: array[start : start + rows] for name, array in self._data.items()}
@@ -512,6 +499,10 @@ class ReplayBuffer:
             stale.unlink()
         self._synced_dir = directory.resolve()
         self._dirty_chunks = set()
+
+    def moved_to(self, directory: str | Path) -> None:
+        """The folder of the last save was renamed to ``directory``: later saves link from it."""
+        self._synced_dir = Path(directory).resolve()
 
     @classmethod
     def load(cls, directory: str | Path, spec: EnvSpec | None = None) -> ReplayBuffer:

@@ -9,12 +9,16 @@ replay sizing, the seeding, the resume rules and the checkpoint payload exist on
     run.run(hooks)                                   # act / store / train until the budget
     run.summary()                                    # train/* and the last loss/* values
 
-A checkpoint folder holds ``state.pt`` (the trainer's state and the curves so far) and
-``replay/`` (the chunk files); it resumes only a run with the same :data:`RESUME_SECTIONS`.
+A checkpoint folder (``checkpoint.CheckpointDir``) holds whole checkpoints, each a ``state.pt``
+(the trainer's state and the curves so far) and a ``replay/`` (the chunk files). The newest one
+resumes a run with the same :data:`RESUME_SECTIONS` and the same library code
+(:func:`code_hash`); a finished one is loaded and not trained again, so a stage whose outputs
+failed (a metrics file, the MLflow upload) redoes only those.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import resource
 from dataclasses import dataclass, field
@@ -23,11 +27,11 @@ from typing import Any
 
 from .agent import Agent
 from .atomic import write_text
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointDir
 from .config import Config
 from .env_pool import make_envs
 from .envs import EnvSpec
-from .errors import CheckpointError
+from .errors import CheckpointError, DivergenceError
 from .loop import Counters, EpisodeRecord, Hooks, Trainer, collect_random
 from .replay import ReplayBuffer
 from .seeding import seed_everything, train_env_seed
@@ -44,6 +48,15 @@ RESUME_SECTIONS = (
     "behavior",
     "training",
 )
+
+
+def code_hash() -> str:
+    """Short hash of the library's source (``dreamer/*.py``): a checkpoint resumes only the code
+    that wrote it, so a run's outputs always come from the code DVC records for them."""
+    digest = hashlib.sha256()
+    for path in sorted(Path(__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 # --- warm-up --------------------------------------------------------------------------------------
@@ -135,14 +148,16 @@ def load_warmup(folder: Path, cfg: Config) -> tuple[WarmupMeta, Warmup]:
 class TrainingRun:
     """Agent, training envs, replay and :class:`~dreamer.loop.Trainer` of one run.
 
-    Built from a warm-up; :meth:`restore` then continues a killed run from ``checkpoint`` when
-    that folder was written with the same params. ``curves`` holds the episode rows and the loss
+    Built from a warm-up; :meth:`restore` then continues a killed run from the newest checkpoint
+    in ``checkpoint`` when it was written with the same params and code, or takes up a finished
+    one (:attr:`finished`: nothing left to train). ``curves`` holds the episode rows and the loss
     rows so far (in the checkpoint too, so a resumed run's history is complete).
     """
 
-    def __init__(self, cfg: Config, warmup: Warmup, checkpoint: Path | None = None):
-        self.cfg, self.checkpoint = cfg, checkpoint
-        self.config_hash = cfg.hash(RESUME_SECTIONS)
+    def __init__(self, cfg: Config, warmup: Warmup, checkpoint: Path | None):
+        self.cfg = cfg
+        self.checkpoints = CheckpointDir(checkpoint) if checkpoint is not None else None
+        self.identity = {"config_hash": cfg.hash(RESUME_SECTIONS), "code_hash": code_hash()}
         seed_everything(cfg.seed, cfg.threads)
         self.envs = make_envs(cfg.env, train_env_seed(cfg.seed, cfg.env.num_envs))
         try:  # the envs may be subprocesses: closed here if the rest cannot be built
@@ -158,48 +173,77 @@ class TrainingRun:
                 start_env_steps=warmup.env_steps,
                 start_episodes=warmup.episodes,
             )
-            self.compile_seconds = self.trainer.compile()
         except BaseException:
             self.envs.close()
             raise
         self._warmup_replay: ReplayBuffer | None = warmup.replay
         self.curves: dict[str, list[dict]] = {"returns": [], "losses": []}
         self.resumed = False
+        self.compile_seconds: float | None = None  # None: not compiled (yet)
+        self.last_checkpoint: Path | None = None
 
     @property
     def counters(self) -> Counters:
         return self.trainer.counters
 
+    @property
+    def finished(self) -> bool:
+        """Nothing left to train (a finished checkpoint was restored, or the run has ended)."""
+        return self.counters.env_steps >= self.cfg.training.env_steps
+
     def restore(self) -> str | None:
-        """Resume from ``checkpoint`` if it holds an unfinished run with these params, else start
-        from the warm-up replay. Returns one line saying which, or None for a first start."""
-        message, state = None, None
-        state_path = self.checkpoint / "state.pt" if self.checkpoint else None
-        if state_path is not None and state_path.exists():
-            state = load_checkpoint(state_path)
-            if state.get("config_hash") != self.config_hash:
-                message, state = f"{state_path} was written with other params; starting fresh", None
-            elif state["trainer"]["counters"]["env_steps"] >= self.cfg.training.env_steps:
-                # A finished run: DVC reruns the stage only because code or data changed.
-                message, state = f"{state_path} is a finished run; starting fresh", None
-        if state is None:
+        """Resume from the newest checkpoint if it was written with these params and this code,
+        else start from the warm-up replay. Returns one line saying which, or None for a first
+        start. A damaged newest checkpoint raises CheckpointError naming its file."""
+        message, saved = None, None
+        if self.checkpoints is not None:
+            saved = self.checkpoints.load_latest(self.replay.spec)
+        if saved is not None:
+            where = saved.folder / "state.pt"
+            if saved.state.get("config_hash") != self.identity["config_hash"]:
+                message, saved = f"{where} was written with other params; starting fresh", None
+            elif saved.state.get("code_hash") != self.identity["code_hash"]:
+                message = f"{where} was written by other code (dreamer/ changed); starting fresh"
+                saved = None
+        if saved is None:
             self.replay.extend(self._warmup_replay.arrays())
         else:
-            saved = ReplayBuffer.load(self.checkpoint / "replay", self.replay.spec)
-            saved.truncate(state["trainer"]["replay_steps"])  # the replay may be one save ahead
-            self.replay.extend(saved.arrays())
-            self.trainer.load_training_state(state["trainer"])
-            self.curves = state["curves"]
-            self.resumed = True
-            message = f"resuming from {self.checkpoint} at {self.counters.env_steps:,} env steps"
+            trainer_state = saved.state["trainer"]
+            if saved.replay.total_steps != trainer_state["replay_steps"]:
+                raise CheckpointError(
+                    f"{saved.folder}: its replay holds {saved.replay.total_steps} steps, its state "
+                    f"{trainer_state['replay_steps']}; remove it to resume from the one before"
+                )
+            self.replay.extend(saved.replay.arrays())
+            self.trainer.load_training_state(trainer_state)
+            self.curves = saved.state["curves"]
+            self.resumed, self.last_checkpoint = True, saved.folder
+            steps = f"{self.counters.env_steps:,} env steps"
+            message = (
+                f"{saved.folder} holds the finished run ({steps}); writing its outputs only"
+                if self.finished
+                else f"resuming from {saved.folder} at {steps}"
+            )
         self._warmup_replay = None  # free it: the training replay holds a copy
         return message
 
+    def compile(self) -> float:
+        """Compile the update and the policy step now (``compile: true``; once). Returns seconds."""
+        if self.compile_seconds is None:
+            self.compile_seconds = self.trainer.compile()
+        return self.compile_seconds
+
     def run(self, hooks: Hooks | None = None) -> Counters:
         """Train until ``training.env_steps``; records the curves and writes the checkpoint at
-        the trainer's checkpoint points, then calls the caller's hooks."""
+        the trainer's checkpoint points, then calls the caller's hooks. A finished run returns
+        at once. Raises DivergenceError (naming the last good checkpoint) when updates keep
+        failing."""
         if self._warmup_replay is not None:
             self.restore()
+        if self.finished:
+            self.envs.close()
+            return self.counters
+        self.compile()
         hooks = hooks or Hooks()
 
         def on_episode(record: EpisodeRecord) -> None:
@@ -213,21 +257,28 @@ class TrainingRun:
                 hooks.on_metrics(row)
 
         def on_checkpoint(trainer: Trainer) -> None:
-            if self.checkpoint is not None:
-                self.replay.save(self.checkpoint / "replay")
-                save_checkpoint(
-                    self.checkpoint / "state.pt",
-                    {
-                        "config_hash": self.config_hash,
-                        "trainer": trainer.training_state(),
-                        "curves": self.curves,
-                    },
-                )
+            if self.checkpoints is not None:
+                bad = trainer.agent.nonfinite_parameter()
+                if bad:  # never save a diverged model as a checkpoint
+                    raise DivergenceError(
+                        f"training diverged: {bad} is not finite after update "
+                        f"{trainer.agent.gradient_steps}; not saved"
+                    )
+                state = {**self.identity, "trainer": trainer.training_state()}
+                state["curves"] = self.curves
+                self.last_checkpoint = self.checkpoints.save(state, self.replay)
             if hooks.on_checkpoint:
                 hooks.on_checkpoint(trainer)
 
         with self.envs:
-            return self.trainer.run(Hooks(on_episode, on_metrics, on_checkpoint, hooks.should_stop))
+            try:
+                return self.trainer.run(
+                    Hooks(on_episode, on_metrics, on_checkpoint, hooks.should_stop)
+                )
+            except DivergenceError as exc:
+                kept = self.last_checkpoint
+                where = f"the last good checkpoint is {kept}" if kept else "no checkpoint yet"
+                raise DivergenceError(f"{exc}; {where}") from None
 
     def summary(self) -> dict[str, Any]:
         """``train/*`` figures of the run and the last logged ``loss/*`` values."""
@@ -241,7 +292,9 @@ class TrainingRun:
             "train/updates_per_second": round(agent.gradient_steps / max(c.wall_seconds, 1e-9), 3),
             "train/return_last10_mean": sum(recent) / len(recent) if recent else None,
             "train/resumed": self.resumed,
-            "train/compile_seconds": round(self.compile_seconds, 1),  # not in wall_seconds
+            "train/skipped_updates": c.skipped_updates,
+            # not in wall_seconds; 0 when the process only took up a finished checkpoint
+            "train/compile_seconds": round(self.compile_seconds or 0.0, 1),
             "train/matmul_dtype": str(agent.matmul_dtype).removeprefix("torch."),
             # this process's peak resident memory (replay, model, optimiser state, env)
             "train/peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
@@ -255,5 +308,5 @@ class TrainingRun:
 def train(cfg: Config, hooks: Hooks | None = None) -> tuple[Agent, Counters]:
     """The whole run in one call, in memory: the ``warmup`` and ``train`` stages without their
     files, for notebooks and scripts: ``agent, counters = train(load_config("params.yaml"))``."""
-    run = TrainingRun(cfg, collect_warmup(cfg))
+    run = TrainingRun(cfg, collect_warmup(cfg), checkpoint=None)
     return run.agent, run.run(hooks)

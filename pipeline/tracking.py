@@ -23,6 +23,7 @@ than mlflow's global active run, so nothing depends on (or leaks) fluent state.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import math
 import os
@@ -69,6 +70,8 @@ _MAX_METRICS_PER_BATCH = 1000  # MLflow's limit per log_batch call
 _MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
 _LOGIN_KEYS = ("USERNAME", "PASSWORD", "TOKEN")  # MLFLOW_TRACKING_<key>: what a client logs in with
 _warned: set[str] = set()
+# mlflow reads these at every request: a server that is down fails one call in seconds
+_QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
 
 
 class TrackingError(UserError, RuntimeError):
@@ -177,6 +180,21 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     path = _sqlite_path(uri)
     if path is not None:
         path.resolve().parent.mkdir(parents=True, exist_ok=True)
+        _use_wal(path.resolve())
+
+
+def _use_wal(path: Path) -> None:
+    """Put a sqlite store in write-ahead-log mode (once; the mode is stored in the file): readers
+    then never block the writer, so queued experiments and a browsing ``mlflow ui`` share one
+    store without "database is locked". Left as it is if another process holds it right now."""
+    import sqlite3
+
+    try:
+        with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
+            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                db.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.Error as exc:
+        _warn_once(f"{path}: could not switch the MLflow store to WAL mode ({exc})")
 
 
 def _check_login(uri: str, timeout: float) -> None:
@@ -320,15 +338,36 @@ class StageRun:
                 self.run_id, metrics=metrics[start : start + _MAX_METRICS_PER_BATCH]
             )
 
-    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """Log ``{name: value}`` at ``step`` (0 if None); non-finite values are skipped."""
+    @staticmethod
+    def metric_entries(metrics: Mapping[str, Any], step: int | None = None) -> list[Metric]:
+        """``{name: value}`` at ``step`` (0 if None), stamped now; non-finite values dropped."""
         now = int(time.time() * 1000)
-        entries = [
+        return [
             Metric(key, number, now, int(step or 0))
             for key, value in metrics.items()
             if (number := _finite(value)) is not None
         ]
-        self._log_metrics(entries)
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Log ``{name: value}`` at ``step`` (0 if None); non-finite values are skipped."""
+        self._log_metrics(self.metric_entries(metrics, step))
+
+    def log_entries(self, entries: list[Metric], quick: bool = False) -> None:
+        """Log prepared :meth:`metric_entries`. ``quick``: one try with a short timeout against a
+        server (no minutes of retries), for logging that must not hold up training."""
+        if not quick:
+            self._log_metrics(entries)
+            return
+        saved = {k: os.environ.get(k) for k in _QUICK_HTTP}
+        os.environ.update(_QUICK_HTTP)
+        try:
+            self._log_metrics(entries)
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     def log_metric_rows(
         self,
@@ -395,6 +434,9 @@ class StageRun:
         import mlflow.pytorch
         import torch
 
+        from dreamer.faults import fault_point
+
+        fault_point("tracking.log_model")  # killed here: training done, the run's model missing
         mlflow.set_tracking_uri(self.tracking_uri)
         quiet = logging.getLogger("mlflow.pytorch")
         level = quiet.level

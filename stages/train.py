@@ -2,8 +2,10 @@
 
     python -m stages.train --warmup data/warmup --checkpoint models/checkpoint \
         --agent models/agent.pt --metrics metrics/train.json --curves metrics/train
-Resumes from --checkpoint when it was written with the same params (a config hash decides);
-otherwise starts from the warm-up replay.
+Resumes from the newest checkpoint in --checkpoint when it was written with the same params and
+library code (hashes decide); otherwise starts from the warm-up replay. A finished checkpoint (a
+run whose outputs failed, or a change of an ``mlflow.*`` param) is not trained again: only the
+outputs are written.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from dreamer.checkpoint import save_agent
 from dreamer.compiled import use_cache_dir
+from dreamer.faults import fault_point
 from dreamer.run import TrainingRun, load_warmup
 from pipeline import cli, tables
 from pipeline.progress import TrainMonitor
@@ -32,14 +35,14 @@ def main(argv: list[str] | None = None) -> None:
     meta, warmup = load_warmup(Path(args.warmup), cfg)
     cache = use_cache_dir(project_root() / ".cache" / "torch")
     training = TrainingRun(cfg, warmup, Path(args.checkpoint))
-    if cfg.compile:
-        print(
-            f"train: compiled the update and the policy step in "
-            f"{training.compile_seconds:.1f} s (kernel cache {cache})",
-            file=sys.stderr,
-        )
     if message := training.restore():
         print(f"train: {message}", file=sys.stderr)
+    if cfg.compile and not training.finished:
+        print(
+            f"train: compiled the update and the policy step in "
+            f"{training.compile():.1f} s (kernel cache {cache})",
+            file=sys.stderr,
+        )
 
     with stage_run(cfg, "train", pipeline_parent_id(cfg)) as run:
         run.set_tags(
@@ -55,8 +58,11 @@ def main(argv: list[str] | None = None) -> None:
             )
             run.log_metric_rows(training.curves["losses"], "gradient_step")
         monitor = TrainMonitor(run, cfg.training.env_steps, training.counters.env_steps)
-        training.run(monitor.hooks())
-        monitor.close()
+        try:
+            training.run(monitor.hooks())
+        finally:
+            monitor.close()  # logs what MLflow refused during training, or names it
+        fault_point("train.outputs")  # killed here: the next run writes the outputs only
 
         curves = Path(args.curves)
         returns, losses = tables.curves_frames(training.curves, curves)

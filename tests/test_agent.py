@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dreamer.agent import Agent, NonFiniteLossError
+from dreamer.agent import Agent
 from dreamer.checkpoint import CheckpointError, load_agent, load_checkpoint, save_agent
 from dreamer.config import override
 from dreamer.env_pool import make_envs
@@ -142,15 +142,23 @@ def test_replay_value_loss_trains_the_world_model_only_with_repval_grad(
     assert (encoder_grad > 0.0) == reaches_encoder
 
 
-def test_non_finite_loss_stops_with_the_loss_named(tiny_config):
+def test_a_non_finite_update_is_skipped_and_named(tiny_config):
     spec = make_spec()
     agent = Agent(spec, tiny_config)
     batch = make_batch(spec)
-    batch = batch._replace(reward=torch.full_like(batch.reward, float("nan")))
-    before = [p.detach().clone() for p in agent.parameters()]
-    with pytest.raises(NonFiniteLossError, match="loss/world_model"):
-        agent.train_step(batch)
-    assert all(torch.equal(a, b) for a, b in zip(before, agent.parameters()))  # no update
+    nan_batch = batch._replace(reward=torch.full_like(batch.reward, float("nan")))
+    before = {k: v.clone() for k, v in agent.training_state()["modules"].items()}
+    update = agent.train_step(nan_batch)
+    assert update.skipped.startswith("loss/world_model = nan")
+    assert update.posterior is None and agent.gradient_steps == 0
+    after = agent.training_state()["modules"]
+    assert all(torch.equal(before[k], after[k]) for k in before)  # no step, slow critic too
+    assert agent.optimizer.steps == 0
+    assert agent.nonfinite_parameter() is None
+    assert agent.train_step(batch).skipped is None and agent.gradient_steps == 1
+    with torch.no_grad():
+        next(agent.parameters()).fill_(float("inf"))
+    assert agent.nonfinite_parameter() is not None
 
 
 def _first_losses(seed):

@@ -80,7 +80,30 @@ BAD_VALUES = [
     ({"training": {"env_steps": -5}}, "training.env_steps: expected a positive integer"),
     ({"training": {"env_steps": 1.5}}, "training.env_steps: expected a positive integer, got 1.5"),
     ({"training": {"batch_length": 1}}, "training.batch_length: expected an integer of at least 2"),
-    ({"seed": True}, "seed: expected a non-negative integer, got True"),
+    ({"seed": True}, "seed: expected an integer in [0, 2147483647], got True"),
+    # Cross-field and range checks (issue 33): each names the key before any work starts.
+    ({"seed": -1}, "seed: expected an integer in [0, 2147483647], got -1"),
+    ({"seed": 2**31}, "seed: expected an integer in [0, 2147483647], got 2147483648"),
+    (
+        {"training": {"replay_capacity": 64}},
+        "training.replay_capacity: 64 cannot hold one training window (training.batch_length 64"
+        " + 1 replay context step); set at least 65",
+    ),
+    (
+        {"warmup": {"steps": 30}, "training": {"batch_length": 32}},
+        "warmup.steps: 30 (at action_repeat 1) collects fewer agent steps than one training "
+        "window holds (33: training.batch_length 32 + replay context); set at least 33",
+    ),
+    ({"model": {"classes": 40000}}, "model.classes: expected an integer in [1, 32767], got 40000"),
+    (
+        {"behavior": {"discount_horizon": 0.5}},
+        "behavior.discount_horizon: expected a float of at least 1, got 0.5",
+    ),
+    ({"mlflow": {"experiment": ""}}, "mlflow.experiment: expected a non-empty string, got ''"),
+    (
+        {"training": {"max_skipped_updates": 0}},
+        "training.max_skipped_updates: expected a positive integer, got 0",
+    ),
     ({"training": {"lrr": 1.0}}, "training.lrr: unknown key (known: agc, batch_length,"),
     ({"bogus": 1}, "bogus: unknown key"),
     ({"model": {"size": "XXL"}}, "model.size: unknown size 'XXL'"),
@@ -161,9 +184,9 @@ def test_hash_follows_the_values_and_only_the_sections_asked_for():
     # Checkpoints, DVC and MLflow compare these hashes across versions: a change of the
     # serialisation would make every stored checkpoint resume as "written with other params".
     # A new field changes it too (pinned again with behavior.replay_value_grad and
-    # evaluate.deterministic).
+    # evaluate.deterministic, and with training.max_skipped_updates).
     pinned = config_from_dict({"training": {"env_steps": 20000, "train_ratio": 512.0}})
-    assert pinned.hash() == "58c6c946ce8ecbda"
+    assert pinned.hash() == "b6414ba3b079a509"
     assert json.loads(json.dumps(pinned.to_dict()))["model"]["deter"] == 512
 
 

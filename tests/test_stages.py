@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -72,8 +73,13 @@ def run_stage(stage: str) -> int:
     return cli.run(MAINS[stage], STAGE_ARGS[stage])
 
 
-def stage_process(stage: str, cwd: Path, **kwargs) -> subprocess.Popen:
+def stage_process(stage: str, cwd: Path, fault: str = "", **kwargs) -> subprocess.Popen:
+    """``python -m stages.<stage>`` in ``cwd``; ``fault``: a ``DREAMER_FAULT`` point at which the
+    process SIGKILLs itself (``dreamer.faults``), so a kill lands where the test wants it."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("DREAMER_FAULT", None)
+    if fault:
+        env["DREAMER_FAULT"] = fault
     return subprocess.Popen(
         [sys.executable, "-m", f"stages.{stage}", *STAGE_ARGS[stage]],
         cwd=cwd,
@@ -199,64 +205,94 @@ def test_second_plot_run_starts_a_new_pipeline_group(project, monkeypatch):
 
 
 def _copy_upstream(project: Path, folder: Path) -> None:
-    import shutil
-
     shutil.copytree(project / "data", folder / "data")
     shutil.copy(project / "params.yaml", folder / "params.yaml")
 
 
-def _wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
+def _finish(process: subprocess.Popen, returncode: int = 0) -> str:
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == returncode, err
+    return err
 
 
-def test_train_resumes_after_sigkill_and_restarts_when_params_change(project, tmp_path):
+def _same_agent(a: Path, b: Path) -> None:
+    """The two agent files hold the same weights, bit for bit (their MLflow run ids differ)."""
+    import torch
+
+    first, second = (torch.load(p, weights_only=True)["modules"] for p in (a, b))
+    assert first.keys() == second.keys()
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
+
+
+# Columns and keys that measure the process, not the run: they differ between any two runs.
+TIMING_COLUMNS = ["wall_seconds", "updates_per_second"]
+TIMING_KEYS = {
+    "train/wall_seconds",
+    "train/updates_per_second",
+    "train/compile_seconds",
+    "train/peak_rss_mib",
+    "train/resumed",
+}
+
+
+def _same_outputs(folder: Path, reference: Path) -> None:
+    """Resumed or not, the train stage's outputs equal the uninterrupted run's: the agent bit for
+    bit, the curves and the summary but for their timing columns and keys."""
+    _same_agent(folder / "models/agent.pt", reference / "models/agent.pt")
+    for name in ("returns.csv", "losses.csv"):
+        got, want = (pd.read_csv(p / "metrics/train" / name) for p in (folder, reference))
+        drop = [c for c in TIMING_COLUMNS if c in want]
+        pd.testing.assert_frame_equal(got.drop(columns=drop), want.drop(columns=drop))
+    got, want = (json.loads((p / "metrics/train.json").read_text()) for p in (folder, reference))
+    assert {k: v for k, v in got.items() if k not in TIMING_KEYS} == {
+        k: v for k, v in want.items() if k not in TIMING_KEYS
+    }
+
+
+def test_train_killed_inside_a_checkpoint_write_resumes_exactly(project, tmp_path):
+    """SIGKILL inside the second checkpoint's write (its replay and state written, not renamed):
+    the first checkpoint stays whole and newest, and the resumed run ends with the uninterrupted
+    run's agent, bit for bit, and its curves. Then: killed after training and inside the model
+    upload, the reruns only write outputs, as does a change of an ``mlflow.*`` param; other
+    params start fresh."""
     _copy_upstream(project, tmp_path)
-    env_mlflow = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db"}
-    os.environ.update(env_mlflow)
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path}/mlflow.db"
+    checkpoints = tmp_path / "models/checkpoint"
     try:
-        first = stage_process("train", tmp_path)
-        _wait_for(tmp_path / "models/checkpoint/state.pt", first)
-        first.send_signal(signal.SIGKILL)
-        first.wait()
+        _finish(stage_process("train", tmp_path, fault="checkpoint.state:2"), -signal.SIGKILL)
+        names = sorted(p.name for p in checkpoints.iterdir())
+        assert names[-1] == "ckpt-000001" and names[0].startswith(".ckpt-000002.")
         assert not (tmp_path / "models/agent.pt").exists()
 
-        second = stage_process("train", tmp_path)
-        out, err = second.communicate(timeout=300)
-        assert second.returncode == 0, err
-        resumed = json.loads((tmp_path / "metrics/train.json").read_text())
-        uninterrupted = json.loads((project / "metrics/train.json").read_text())
-        assert resumed["train/resumed"] is True
-        assert "train: resuming from models/checkpoint at " in err
-        for key in ("train/env_steps", "train/gradient_steps", "train/episodes"):
-            assert resumed[key] == uninterrupted[key], key
-        # The killed part's episodes plus the resumed part's: the uninterrupted run's, exactly.
-        returns = pd.read_csv(tmp_path / "metrics/train/returns.csv")
-        expected = pd.read_csv(project / "metrics/train/returns.csv")
-        pd.testing.assert_frame_equal(returns, expected)
+        err = _finish(stage_process("train", tmp_path))
+        assert f"train: resuming from {Path('models/checkpoint/ckpt-000001')} at " in err
+        assert json.loads((tmp_path / "metrics/train.json").read_text())["train/resumed"]
+        _same_outputs(tmp_path, project)
+        kept = sorted(p.name for p in checkpoints.iterdir())  # the dead writer's folder is gone
+        assert len(kept) == 2 and all(name.startswith("ckpt-") for name in kept), kept
+
+        # Killed after training, before its outputs; then killed uploading the model to MLflow:
+        # each rerun takes up the finished checkpoint and does not train again.
+        for fault in ("train.outputs", "tracking.log_model"):
+            _finish(stage_process("train", tmp_path, fault=fault), -signal.SIGKILL)
+        err = _finish(stage_process("train", tmp_path))
+        assert "holds the finished run" in err and "writing its outputs only" in err
+        assert "compiled" not in err
+        _same_outputs(tmp_path, project)
+        assert sorted(p.name for p in checkpoints.iterdir()) == kept  # nothing trained or saved
+
+        write_params(tmp_path, **{"mlflow.experiment": "stages-test-renamed"})
+        assert "writing its outputs only" in _finish(stage_process("train", tmp_path))
+        _same_outputs(tmp_path, project)
 
         # Other params (a shorter budget too, to keep the suite short): a fresh start.
         write_params(tmp_path, **{"training.lr": 5.0e-4, "training.env_steps": 300})
-        third = stage_process("train", tmp_path)
-        out, err = third.communicate(timeout=300)
-        assert third.returncode == 0, err
-        assert "other params; starting fresh" in err
-        assert json.loads((tmp_path / "metrics/train.json").read_text())["train/resumed"] is False
-
-        # Same params again (DVC reruns train when code or data changed): the checkpoint of the
-        # finished run is not "resumed" into a run with nothing left to do.
-        fourth = stage_process("train", tmp_path)
-        out, err = fourth.communicate(timeout=300)
-        assert fourth.returncode == 0, err
-        assert "is a finished run; starting fresh" in err
+        assert "other params; starting fresh" in _finish(stage_process("train", tmp_path))
         summary = json.loads((tmp_path / "metrics/train.json").read_text())
         assert summary["train/resumed"] is False and summary["train/gradient_steps"] > 0
     finally:
-        for key in env_mlflow:
-            os.environ.pop(key, None)
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def _one_line_failure(stage: str, cwd: Path) -> str:
@@ -291,12 +327,12 @@ def test_corrupt_artifacts_fail_in_one_line_naming_the_file(project, tmp_path):
     _copy_upstream(project, tmp_path)
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path}/mlflow.db"
     try:
-        checkpoint = tmp_path / "models/checkpoint/state.pt"
+        checkpoint = tmp_path / "models/checkpoint/ckpt-000001/state.pt"
         checkpoint.parent.mkdir(parents=True)
         checkpoint.write_bytes(b"not a checkpoint")
-        assert "models/checkpoint/state.pt: corrupt or unreadable" in _one_line_failure(
-            "train", tmp_path
-        )
+        line = _one_line_failure("train", tmp_path)
+        assert "models/checkpoint/ckpt-000001/state.pt: corrupt or unreadable" in line
+        assert line.endswith("remove models/checkpoint to start fresh")
         assert checkpoint.read_bytes() == b"not a checkpoint"
 
         (tmp_path / "models/agent.pt").write_bytes(b"\x00" * 100)
@@ -304,7 +340,7 @@ def test_corrupt_artifacts_fail_in_one_line_naming_the_file(project, tmp_path):
 
         chunk = tmp_path / "data/warmup/replay/chunk_000000.npz"
         chunk.write_bytes(chunk.read_bytes()[:100])
-        checkpoint.unlink()
+        shutil.rmtree(checkpoint.parent.parent)
         assert "chunk_000000.npz" in _one_line_failure("train", tmp_path)
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
