@@ -102,8 +102,9 @@ class WarmupMeta:
 
 def collect_warmup(cfg: Config) -> Warmup:
     """Seed everything, then ``warmup.steps`` frames of a uniform random policy in ``num_envs``
-    envs seeded ``seed … seed + N − 1``. The replay holds exactly what was collected."""
-    seed_everything(cfg.seed, cfg.threads)
+    envs seeded ``seed … seed + N − 1``. The replay holds exactly what was collected (no torch
+    work: ``threads`` is not read, so it is no dependency of the warm-up)."""
+    seed_everything(cfg.seed)
     with make_envs(cfg.env, cfg.seed) as envs:  # checks the id and spaces before anything else
         # Agent steps (the last round of N envs may overshoot by N − 1); resets add one each.
         steps = cfg.warmup.steps // cfg.env.action_repeat + envs.num_envs

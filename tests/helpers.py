@@ -156,3 +156,25 @@ def wait_for_experiment(root: Path, env: dict, name: str, timeout: float = 600) 
     logs = run([*DVC, "queue", "logs", name], root, env)
     assert status == "Success", f"{name} failed:\n{logs[-3000:]}"
     return logs
+
+
+def newest_checkpoint(root: Path) -> Path | None:
+    """``models/checkpoint/ckpt-NNNNNN`` with the highest number under ``root``, or None."""
+    found = sorted((root / "models" / "checkpoint").glob("ckpt-*"))
+    return found[-1] if found else None
+
+
+def repro_killed_at(root: Path, env: dict, fault: str, timeout: float = 600) -> str:
+    """``dvc repro`` whose stage SIGKILLs itself at ``fault`` (a ``DREAMER_FAULT`` point: the
+    kill lands there, not wherever a timer happens to); returns the output. DVC reports the
+    stage as failed."""
+    done = subprocess.run(
+        [*DVC, "repro"],
+        cwd=root,
+        env={**env, "DREAMER_FAULT": fault},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    assert done.returncode != 0, f"no kill at {fault}:\n{done.stdout[-3000:]}"
+    return done.stdout + done.stderr

@@ -40,8 +40,10 @@ from tests.helpers import (
     TINY_PARAMS,
     copy_worktree,
     free_port,
+    newest_checkpoint,
     process_env,
     ran,
+    repro_killed_at,
     run,
     set_params,
     start_queue_worker,
@@ -277,21 +279,9 @@ def _client(machines: dict) -> Iterator[mlflow.MlflowClient]:
 
 
 def _kill_during_train(root: Path, env: dict) -> None:
-    """``dvc repro`` killed (SIGKILL, the whole process group) once train wrote a checkpoint."""
-    log = open(root.parent / "killed-repro.log", "w")
-    process = subprocess.Popen(
-        [*DVC, "repro"], cwd=root, env=env, stdout=log, stderr=log, start_new_session=True
-    )
-    try:
-        deadline = time.monotonic() + 300
-        while not (root / "models/checkpoint/state.pt").exists():
-            assert process.poll() is None, (root.parent / "killed-repro.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "no checkpoint within 300 s"
-            time.sleep(0.1)
-    finally:
-        os.killpg(process.pid, 9)
-        process.wait(timeout=30)
-        log.close()
+    """``dvc repro`` whose train stage is SIGKILLed right after its first checkpoint."""
+    repro_killed_at(root, env, "checkpoint.renamed:1")
+    assert newest_checkpoint(root) is not None
     assert not (root / "models/agent.pt").exists(), "train finished before the kill"
 
 
@@ -315,7 +305,7 @@ def test_a_run_killed_on_one_machine_resumes_on_another(machines):
     resumed = run([*DVC, "repro"], b, env)
     assert "Stage 'warmup' didn't change, skipping" in resumed
     assert ran(resumed) == {"train", "evaluate", "plot"}
-    step = re.search(r"train: resuming from models/checkpoint at (\d+) env steps", resumed)
+    step = re.search(r"train: resuming from models/checkpoint/ckpt-\d+ at (\d+) env steps", resumed)
     assert step and int(step[1]) < TINY_PARAMS["training"]["env_steps"], resumed[-3000:]
     summary = json.loads((b / "metrics/train.json").read_text())
     assert summary["train/env_steps"] == TINY_PARAMS["training"]["env_steps"]
