@@ -24,13 +24,14 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 
 from .agent import Agent
-from .atomic import alive, atomic_path, fsync_dir
+from .atomic import alive, atomic_path, fsync_dir, link_or_copy
 from .config import config_from_dict, override
 from .envs import EnvSpec
 from .errors import CheckpointError, ConfigError, ReplayError
@@ -68,21 +69,18 @@ _ENTRY = re.compile(r"ckpt-(\d{6,})")
 _TEMP = re.compile(r"\.ckpt-\d+\.(\d+)\.tmp")
 
 
-class Saved(NamedTuple):
-    """One whole checkpoint read back: its folder, its state dict and its replay buffer."""
-
-    folder: Path
-    state: dict
-    replay: ReplayBuffer
+def number_of(entry: Path) -> int:
+    """The number of checkpoint folder ``ckpt-NNNNNN``."""
+    return int(_ENTRY.fullmatch(entry.name)[1])
 
 
 class CheckpointDir:
-    """The folder of a run's whole checkpoints (``ckpt-NNNNNN/``), the newest ``keep`` kept.
+    """A folder of whole checkpoints ``ckpt-NNNNNN/``, the newest ``keep`` kept.
 
     Args:
         root: the folder (``models/checkpoint``, a ``persist: true`` DVC out).
-        keep: how many checkpoints stay after a save (the previous one is the fallback when the
-            newest is damaged by something other than a kill: remove the newest to use it).
+        keep: how many checkpoints stay after a save (the one before the newest is the fallback
+            when the newest is damaged by something other than a kill: remove the newest).
     """
 
     def __init__(self, root: str | Path, keep: int = 2):
@@ -99,67 +97,99 @@ class CheckpointDir:
         entries = self.entries()
         return entries[0] if entries else None
 
-    def save(self, state: dict, replay: ReplayBuffer) -> Path:
-        """Write ``state`` and ``replay`` as a new newest checkpoint; returns its folder.
+    def next_number(self) -> int:
+        latest = self.latest()
+        return number_of(latest) + 1 if latest else 1
 
-        The replay's chunks unchanged since the last checkpoint are hard-linked from it, so a save
-        costs the new steps only. Files and folders are fsynced before and after the rename.
+    def save(self, state: dict, replay: ReplayBuffer, number: int | None = None) -> Path:
+        """Write ``state`` and ``replay`` as checkpoint ``number`` (default: after the newest);
+        returns its folder.
+
+        The replay's chunks unchanged since its last save are hard-linked from that folder, so a
+        save costs the new steps only. Files and folders are fsynced before and after the rename.
         """
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._remove_dead_temps()
-        previous = self.latest()
-        number = int(_ENTRY.fullmatch(previous.name)[1]) + 1 if previous else 1
-        final = self.root / f"ckpt-{number:06d}"
-        tmp = self.root / f".{final.name}.{os.getpid()}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            replay.save(tmp / "replay", previous / "replay" if previous else None)
+        final = self.root / f"ckpt-{number or self.next_number():06d}"
+        with self._new_entry(final) as tmp:
+            replay.save(tmp / "replay")
             fault_point("checkpoint.replay")  # killed here: a temp folder, the old newest intact
             save_checkpoint(tmp / "state.pt", state)
             fsync_dir(tmp / "replay")
-            fsync_dir(tmp)
             fault_point("checkpoint.state")
+        replay.moved_to(final / "replay")
+        fault_point("checkpoint.renamed")  # killed here: the new one is newest, the old not pruned
+        self._prune()
+        return final
+
+    def adopt(self, entry: Path) -> Path:
+        """Hard-link the whole checkpoint ``entry`` (of another folder) in as one of this folder's,
+        same number; returns the new folder."""
+        final = self.root / entry.name
+        if final.exists():
+            return final
+        with self._new_entry(final) as tmp:
+            for source in sorted(entry.rglob("*")):
+                target = tmp / source.relative_to(entry)
+                if source.is_dir():
+                    target.mkdir(parents=True, exist_ok=True)
+                else:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    link_or_copy(source, target)
+        self._prune()
+        return final
+
+    def load_state(self, folder: Path) -> dict:
+        """The ``state.pt`` of checkpoint ``folder`` (one of :meth:`entries`)."""
+        with self._damaged(folder):
+            return load_checkpoint(folder / "state.pt")
+
+    def load_replay(self, folder: Path, spec) -> ReplayBuffer:
+        """The replay buffer of checkpoint ``folder``, recorded for ``spec``."""
+        with self._damaged(folder):
+            return ReplayBuffer.load(folder / "replay", spec)
+
+    @contextmanager
+    def _damaged(self, folder: Path) -> Iterator[None]:
+        """A damaged checkpoint (a kill never makes one: see the module docstring) fails with one
+        line naming the file and what to remove to use the one before it."""
+        try:
+            yield
+        except (CheckpointError, ReplayError) as exc:
+            older = [p for p in self.entries() if p.name < folder.name][:1]
+            hint = (
+                f"remove {folder} to resume from {older[0].name}"
+                if older
+                else f"remove {self.root} to start fresh"
+            )
+            raise CheckpointError(f"{str(exc).splitlines()[0]}; {hint}") from None
+
+    @contextmanager
+    def _new_entry(self, final: Path) -> Iterator[Path]:
+        """A temporary folder that becomes ``final`` by one rename when the block succeeds."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for path in self.root.iterdir():  # temporary folders of killed writers (pid gone)
+            if (m := _TEMP.fullmatch(path.name)) and not alive(int(m[1])):
+                shutil.rmtree(path, ignore_errors=True)
+        tmp = self.root / f".{final.name}.{os.getpid()}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        try:
+            yield tmp
+            fsync_dir(tmp)
             os.rename(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         fsync_dir(self.root)
-        replay.moved_to(final / "replay")
-        fault_point("checkpoint.renamed")  # killed here: the new one is newest, the old not pruned
+
+    def _prune(self) -> None:
         for old in self.entries()[self.keep :]:
             shutil.rmtree(old)
         for legacy in ("state.pt", "replay"):  # the single-folder layout of earlier versions
             path = self.root / legacy
-            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
-        return final
-
-    def load_latest(self, spec) -> Saved | None:
-        """The newest checkpoint with its replay (for ``spec``), or None when there is none.
-
-        Raises CheckpointError naming the file when the newest is damaged (a kill never does
-        that: see the module docstring), with what to remove to use the one before it.
-        """
-        folder = self.latest()
-        if folder is None:
-            return None
-        try:
-            state = load_checkpoint(folder / "state.pt")
-            replay = ReplayBuffer.load(folder / "replay", spec)
-        except (CheckpointError, ReplayError) as exc:
-            older = self.entries()[1:2]
-            hint = (
-                f"remove {folder} to resume from {older[0].name}"
-                if older
-                else (f"remove {self.root} to start fresh")
-            )
-            raise CheckpointError(f"{str(exc).splitlines()[0]}; {hint}") from None
-        return Saved(folder, state, replay)
-
-    def _remove_dead_temps(self) -> None:
-        """Temporary folders of writers that were killed (their pid is gone)."""
-        for path in self.root.iterdir():
-            if (m := _TEMP.fullmatch(path.name)) and not alive(int(m[1])):
-                shutil.rmtree(path, ignore_errors=True)
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
 
 
 # --- the trained agent, as handed from train to evaluate ------------------------------------------

@@ -452,26 +452,25 @@ class ReplayBuffer:
         n_chunks = -(-self.capacity // self.chunk_size)
         return [chunk for chunk in range(n_chunks) if self._chunk_rows(chunk) > 0]
 
-    def save(self, directory: str | Path, previous: str | Path | None = None) -> None:
+    def save(self, directory: str | Path) -> None:
         """Write the buffer to ``directory`` as chunk files plus ``meta.json``.
 
-        Only chunks changed since the last save (or load) are written: an unchanged chunk already
-        in ``directory`` is kept, and one in ``previous`` (the folder of the last save, e.g. the
-        last checkpoint) is hard-linked (copied where links fail), so a checkpoint folder is
-        whole on its own at the cost of the new chunks only. Chunks are written to temporary names,
-        synced and renamed, and ``meta.json`` comes last; ``meta.json`` records every chunk's
-        CRCs, so :meth:`load` of a folder whose save was cut short either returns the previous
-        consistent state or raises :class:`ReplayError` naming a chunk that no longer matches.
-        (Checkpoints never rewrite a folder in place: ``checkpoint.CheckpointDir``.)
+        Only chunks changed since the last save (or load) are written: an unchanged chunk is kept
+        where ``directory`` is the folder of the last save, and hard-linked from that folder
+        (copied where links fail) where it is a new one (the next checkpoint), so every
+        checkpoint folder is whole on its own at the cost of the new chunks only. Chunks are
+        written to temporary names, synced and renamed, and ``meta.json`` comes last; it records
+        every chunk's CRCs, so :meth:`load` of a folder whose save was cut short either returns
+        the previous consistent state or raises :class:`ReplayError` naming a chunk that no
+        longer matches. (Checkpoints never rewrite a folder in place: ``checkpoint.CheckpointDir``.)
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        source = directory if previous is None else Path(previous)
-        synced = self._synced_dir is not None and self._synced_dir == source.resolve()
+        source = self._synced_dir
         used = self._used_chunks()
         for chunk in used:
             path = directory / CHUNK_PATTERN.format(chunk)
-            if synced and chunk not in self._dirty_chunks:
+            if source is not None and chunk not in self._dirty_chunks:
                 kept = source / path.name
                 if kept.is_file():
                     if kept.resolve() != path.resolve():

@@ -27,7 +27,7 @@ from typing import Any
 
 from .agent import Agent
 from .atomic import write_text
-from .checkpoint import CheckpointDir
+from .checkpoint import CheckpointDir, number_of
 from .config import Config
 from .env_pool import make_envs
 from .envs import EnvSpec
@@ -155,10 +155,17 @@ class TrainingRun:
     rows so far (in the checkpoint too, so a resumed run's history is complete).
     """
 
-    def __init__(self, cfg: Config, warmup: Warmup, checkpoint: Path | None):
+    def __init__(
+        self, cfg: Config, warmup: Warmup, checkpoint: Path | None, mirror: Path | None = None
+    ):
         self.cfg = cfg
-        self.checkpoints = CheckpointDir(checkpoint) if checkpoint is not None else None
         self.identity = {"config_hash": cfg.hash(RESUME_SECTIONS), "code_hash": code_hash()}
+        self.checkpoints = CheckpointDir(checkpoint) if checkpoint is not None else None
+        # A copy (hard links) of each checkpoint outside DVC's outs, one folder per params and
+        # code: `dvc exp run` checks out the workspace first and deletes a killed stage's
+        # untracked outs, and a queued run's temporary clone is deleted with its outs.
+        key = hashlib.sha256(json.dumps(self.identity, sort_keys=True).encode()).hexdigest()
+        self.mirror = CheckpointDir(mirror / key[:16]) if mirror and checkpoint else None
         seed_everything(cfg.seed, cfg.threads)
         self.envs = make_envs(cfg.env, train_env_seed(cfg.seed, cfg.env.num_envs))
         try:  # the envs may be subprocesses: closed here if the rest cannot be built
@@ -196,37 +203,46 @@ class TrainingRun:
         """Resume from the newest checkpoint if it was written with these params and this code,
         else start from the warm-up replay. Returns one line saying which, or None for a first
         start. A damaged newest checkpoint raises CheckpointError naming its file."""
-        message, saved = None, None
-        if self.checkpoints is not None:
-            saved = self.checkpoints.load_latest(self.replay.spec)
-        if saved is not None:
-            where = saved.folder / "state.pt"
-            if saved.state.get("config_hash") != self.identity["config_hash"]:
-                message, saved = f"{where} was written with other params; starting fresh", None
-            elif saved.state.get("code_hash") != self.identity["code_hash"]:
-                message = f"{where} was written by other code (dreamer/ changed); starting fresh"
-                saved = None
-        if saved is None:
+        message, state = None, None
+        for folders, folder in self._candidates():
+            state = folders.load_state(folder)
+            if state.get("config_hash") != self.identity["config_hash"]:
+                why = "with other params"
+            elif state.get("code_hash") != self.identity["code_hash"]:
+                why = "by other code (dreamer/ changed)"
+            else:
+                break
+            message = message or f"{folder / 'state.pt'} was written {why}; starting fresh"
+            state = None
+        if state is None:
             self.replay.extend(self._warmup_replay.arrays())
         else:
-            trainer_state = saved.state["trainer"]
-            if saved.replay.total_steps != trainer_state["replay_steps"]:
+            saved = folders.load_replay(folder, self.replay.spec)
+            trainer_state = state["trainer"]
+            if saved.total_steps != trainer_state["replay_steps"]:
                 raise CheckpointError(
-                    f"{saved.folder}: its replay holds {saved.replay.total_steps} steps, its state "
+                    f"{folder}: its replay holds {saved.total_steps} steps, its state "
                     f"{trainer_state['replay_steps']}; remove it to resume from the one before"
                 )
-            self.replay.extend(saved.replay.arrays())
+            self.replay.extend(saved.arrays())
             self.trainer.load_training_state(trainer_state)
-            self.curves = saved.state["curves"]
-            self.resumed, self.last_checkpoint = True, saved.folder
+            self.curves = state["curves"]
+            self.resumed, self.last_checkpoint = True, folder
             steps = f"{self.counters.env_steps:,} env steps"
             message = (
-                f"{saved.folder} holds the finished run ({steps}); writing its outputs only"
+                f"{folder} holds the finished run ({steps}); writing its outputs only"
                 if self.finished
-                else f"resuming from {saved.folder} at {steps}"
+                else f"resuming from {folder} at {steps}"
             )
         self._warmup_replay = None  # free it: the training replay holds a copy
         return message
+
+    def _candidates(self) -> list[tuple[CheckpointDir, Path]]:
+        """The newest checkpoint of the out folder and of the mirror, newest first (the out's
+        first where both hold the same number)."""
+        found = [(d, d.latest()) for d in (self.checkpoints, self.mirror) if d is not None]
+        found = [(d, folder) for d, folder in found if folder is not None]
+        return sorted(found, key=lambda item: -number_of(item[1]))
 
     def compile(self) -> float:
         """Compile the update and the policy step now (``compile: true``; once). Returns seconds."""
@@ -267,7 +283,7 @@ class TrainingRun:
                     )
                 state = {**self.identity, "trainer": trainer.training_state()}
                 state["curves"] = self.curves
-                self.last_checkpoint = self.checkpoints.save(state, self.replay)
+                self.last_checkpoint = self._save(state)
             if hooks.on_checkpoint:
                 hooks.on_checkpoint(trainer)
 
@@ -280,6 +296,16 @@ class TrainingRun:
                 kept = self.last_checkpoint
                 where = f"the last good checkpoint is {kept}" if kept else "no checkpoint yet"
                 raise DivergenceError(f"{exc}; {where}") from None
+
+    def _save(self, state: dict) -> Path:
+        """Write the checkpoint into the mirror first (it survives ``dvc exp run``'s checkout),
+        then hard-link it into the out folder: a kill between leaves the newest in the mirror,
+        which :meth:`restore` finds. Returns the out folder's copy."""
+        if self.mirror is None:
+            return self.checkpoints.save(state, self.replay)
+        number = max(self.checkpoints.next_number(), self.mirror.next_number())
+        saved = self.mirror.save(state, self.replay, number)
+        return self.checkpoints.adopt(saved)
 
     def summary(self) -> dict[str, Any]:
         """``train/*`` figures of the run and the last logged ``loss/*`` values."""

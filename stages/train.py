@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     check_store(cfg)  # an unreachable server or a refused login fails before any work
     meta, warmup = load_warmup(Path(args.warmup), cfg)
     cache = use_cache_dir(project_root() / ".cache" / "torch")
-    training = TrainingRun(cfg, warmup, Path(args.checkpoint))
+    mirror = project_root() / ".cache" / "checkpoints"  # survives dvc exp run's checkout
+    training = TrainingRun(cfg, warmup, Path(args.checkpoint), mirror)
     if message := training.restore():
         print(f"train: {message}", file=sys.stderr)
     if cfg.compile and not training.finished:

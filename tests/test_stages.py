@@ -261,16 +261,20 @@ def test_train_killed_inside_a_checkpoint_write_resumes_exactly(project, tmp_pat
     checkpoints = tmp_path / "models/checkpoint"
     try:
         _finish(stage_process("train", tmp_path, fault="checkpoint.state:2"), -signal.SIGKILL)
-        names = sorted(p.name for p in checkpoints.iterdir())
-        assert names[-1] == "ckpt-000001" and names[0].startswith(".ckpt-000002.")
+        assert sorted(p.name for p in checkpoints.iterdir()) == ["ckpt-000001"]
+        # written to the mirror first (outside DVC's outs), then linked into models/checkpoint
+        (mirror,) = (tmp_path / ".cache/checkpoints").iterdir()
+        names = sorted(p.name for p in mirror.iterdir())
+        assert names[-1] == "ckpt-000001" and names[0].startswith(".ckpt-000002."), names
         assert not (tmp_path / "models/agent.pt").exists()
 
         err = _finish(stage_process("train", tmp_path))
         assert f"train: resuming from {Path('models/checkpoint/ckpt-000001')} at " in err
         assert json.loads((tmp_path / "metrics/train.json").read_text())["train/resumed"]
         _same_outputs(tmp_path, project)
-        kept = sorted(p.name for p in checkpoints.iterdir())  # the dead writer's folder is gone
+        kept = sorted(p.name for p in checkpoints.iterdir())
         assert len(kept) == 2 and all(name.startswith("ckpt-") for name in kept), kept
+        assert sorted(p.name for p in mirror.iterdir()) == kept  # the dead writer's temp is gone
 
         # Killed after training, before its outputs; then killed uploading the model to MLflow:
         # each rerun takes up the finished checkpoint and does not train again.
