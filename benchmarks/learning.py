@@ -1,133 +1,137 @@
-"""Learning benchmark: train on one gymnasium id, then evaluate deterministically.
+"""Learning benchmark through the pipeline users run: one ``dvc exp run --temp`` per seed.
 
-    python benchmarks/learning.py --env Pendulum-v1 --steps 20000 --seeds 0 1 2
-    python benchmarks/learning.py --params params.yaml --set training.lr=1.0e-4 --json
+    python benchmarks/learning.py --env dm_control/cartpole-balance-v0 --seeds 0 \
+        --set training.train_ratio=128.0 --curves benchmarks/results/dmc_pipeline
+    python benchmarks/learning.py --env Pendulum-v1 --seeds 0 1 2 --json
 
-Uses the library in memory (``dreamer.run.train``) with the config of ``--params`` (default
-``params.yaml``) plus ``--set`` overrides, set before the env preset is merged exactly as
-``dvc exp run -S`` does, so a row here is what the pipeline's defaults achieve.
-Prints, per seed: evaluation return mean ± std over ``--episodes`` deterministic episodes (and a
-random policy's mean on the same episodes), env steps, gradient steps, wall-clock seconds of
-warm-up and training (compiling included, with ``compile: true``) and peak RSS; with
-``--curves DIR`` also writes each seed's training episodes as CSV (with the seconds since its start;
-rewritten after every episode, so a run cut short leaves its curve) and a PNG of all seeds' curves.
-Compiled kernels are cached in ``.cache/torch``, as the pipeline caches them.
+Each seed is ``dvc exp run --temp -n NAME -S env.id=ENV -S seed=SEED -S KEY=VALUE…`` in this
+repository (its workspace as it is, committed or not): all four stages, checkpoints on, MLflow
+logging to the project's store, the experiment kept as a DVC experiment (``dvc exp show``). The
+figures are read back from that experiment: ``metrics/train.json`` and ``metrics/eval.json``
+from ``dvc exp show --json``, the training curve from ``metrics/train/returns.csv`` in the
+experiment's commit. Per seed it prints the evaluation return mean ± std over
+``evaluate.episodes`` deterministic episodes next to a random policy's on the same episodes,
+env steps, gradient steps and the wall-clock of the whole ``dvc exp run``; with ``--curves DIR``
+it writes each seed's training episodes as ``DIR/<env>_seed<N>.csv`` and a PNG of all seeds'
+curves. ``--set`` values go to ``-S`` as they are (a preset's key: ``presets.<id>.<key>=…``).
+Seeds run one after another: on 2 cores two runs slow each other down many times.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
-import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-import yaml
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+DVC = [sys.executable, "-m", "dvc"]
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--params", default=str(ROOT / "params.yaml"))
-    p.add_argument("--env", help="env.id (default: the params file's)")
-    p.add_argument("--steps", type=int, help="training.env_steps (default: the params file's)")
+    p.add_argument("--env", help="env.id (default: params.yaml's)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--episodes", type=int, default=10, help="evaluation episodes")
-    p.add_argument(
-        "--set",
-        nargs="*",
-        default=[],
-        metavar="KEY=VALUE",
-        help="dotted overrides, values parsed as YAML (training.lr=1.0e-4)",
-    )
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="more -S overrides")
+    p.add_argument("--name", default="learning", help="prefix of the experiment names")
     p.add_argument("--curves", help="folder for returns CSVs and a PNG of the curves")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
 
-    import torch
-
-    from dreamer.compiled import use_cache_dir
-    from dreamer.config import load_config, override
-    from dreamer.evaluation import evaluate, evaluate_random
-    from dreamer.loop import Hooks
-    from dreamer.run import train
-
-    use_cache_dir(ROOT / ".cache" / "torch")
-    changes = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.set)}
-    if args.env:
-        changes["env.id"] = args.env
-    if args.steps:
-        changes["training.env_steps"] = args.steps
-    base = load_config(args.params, changes)
-    torch.set_num_threads(base.threads)
     results = []
     for seed in args.seeds:
-        cfg = override(base, seed=seed)
-        episodes = []
+        stem = _file_stem(args.env or "default")
+        name = f"{args.name}-{stem}-s{seed}-{time.strftime('%m%d-%H%M%S')}".lower()
+        sets = [*(["env.id=" + args.env] if args.env else []), f"seed={seed}", *args.set]
+        command = [*DVC, "exp", "run", "--temp", "-n", name]
+        for item in sets:
+            command += ["-S", item]
+        print("$ " + " ".join(command[2:]), file=sys.stderr, flush=True)
         started = time.perf_counter()
-
-        def on_episode(record, episodes=episodes, started=started, cfg=cfg):
-            episodes.append({**record.row(), "seconds": round(time.perf_counter() - started, 1)})
-            if args.curves:  # after every episode: a run cut short still leaves its curve
-                _write_curve(Path(args.curves), cfg, episodes)
-
-        agent, counters = train(cfg, Hooks(on_episode=on_episode))
-        train_seconds = time.perf_counter() - started
-        records, _ = evaluate(agent, cfg, args.episodes)
-        returns = [r.score for r in records]
-        baseline = [r.score for r in evaluate_random(cfg, args.episodes)]  # same episodes
+        subprocess.run(command, cwd=ROOT, check=True)  # its output streams to this terminal
+        seconds = time.perf_counter() - started
+        rev, metrics = experiment(name)
+        train, evaluation = metrics["metrics/train.json"], metrics["metrics/eval.json"]
+        if args.curves:
+            folder = Path(args.curves)
+            folder.mkdir(parents=True, exist_ok=True)
+            curve = _git("show", f"{rev}:metrics/train/returns.csv")
+            (folder / f"{stem}_seed{seed}.csv").write_text(curve)
         results.append(
             {
-                "env_id": cfg.env.id,
+                "experiment": name,
+                "rev": rev,
+                "command": "dvc exp run --temp " + " ".join(f"-S {s}" for s in sets),
+                "env_id": args.env,
                 "seed": seed,
-                "size": cfg.model.size,
-                "train_ratio": cfg.training.train_ratio,
-                "lr": cfg.training.lr,
-                "eval_return_mean": round(statistics.fmean(returns), 1),
-                "eval_return_std": round(statistics.pstdev(returns), 1),
-                "random_return_mean": round(statistics.fmean(baseline), 1),
-                "eval_episodes": len(returns),
-                "env_steps": counters.env_steps,
-                "gradient_steps": agent.gradient_steps,
-                "train_seconds": round(train_seconds, 1),
-                "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "eval_return_mean": evaluation["eval/return_mean"],
+                "eval_return_std": evaluation["eval/return_std"],
+                "random_return_mean": evaluation["eval/random_return_mean"],
+                "eval_episodes": evaluation["eval/episodes"],
+                "env_steps": train["train/env_steps"],
+                "gradient_steps": train["train/gradient_steps"],
+                "train_seconds": train["train/wall_seconds"],
+                "compile_seconds": train["train/compile_seconds"],
+                "pipeline_seconds": round(seconds, 1),
+                "matmul_dtype": train["train/matmul_dtype"],
+                "peak_rss_mib": train["train/peak_rss_mib"],
             }
         )
         if not args.json:
             r = results[-1]
             print(
-                f"{r['env_id']} seed {seed}: eval {r['eval_return_mean']:.1f} ± "
-                f"{r['eval_return_std']:.1f} ({r['eval_episodes']} episodes; random policy "
-                f"{r['random_return_mean']:.1f}) after "
-                f"{r['env_steps']} env steps, {r['gradient_steps']} updates, "
-                f"{r['train_seconds']:.0f} s, peak RSS {r['peak_rss_mib']} MiB",
+                f"{name}: eval {r['eval_return_mean']:.1f} ± {r['eval_return_std']:.1f} "
+                f"({r['eval_episodes']} episodes; random policy {r['random_return_mean']:.1f}) "
+                f"after {r['env_steps']} env steps, {r['gradient_steps']} updates; "
+                f"dvc exp run {seconds:.0f} s (training {r['train_seconds']:.0f} s, compile "
+                f"{r['compile_seconds']:.0f} s, {r['matmul_dtype']}), peak RSS "
+                f"{r['peak_rss_mib']} MiB",
                 flush=True,
             )
     if args.curves:
-        _plot_curves(Path(args.curves), base.env.id)
+        _plot_curves(Path(args.curves), args.env or "default")
     if args.json:
-        print(json.dumps({"config": base.flat(), "results": results}, default=str))
+        print(json.dumps({"results": results}))
+
+
+def experiment(name: str) -> tuple[str, dict[str, dict]]:
+    """The commit and the metrics files of DVC experiment ``name`` (``dvc exp show --json``)."""
+    shown = json.loads(_run([*DVC, "exp", "show", "--json", "--no-pager"]))
+
+    def find(node):
+        if isinstance(node, dict):
+            if node.get("name") == name and node.get("rev") and node.get("data"):
+                return node
+            children = node.values()
+        elif isinstance(node, list):
+            children = node
+        else:
+            return None
+        for child in children:
+            if found := find(child):
+                return found
+        return None
+
+    node = find(shown)
+    if node is None:
+        raise SystemExit(f"learning: experiment {name} is not in `dvc exp show`")
+    metrics = {path: entry["data"] for path, entry in node["data"]["metrics"].items()}
+    return node["rev"], metrics
+
+
+def _run(command: list[str]) -> str:
+    return subprocess.run(command, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+
+def _git(*args: str) -> str:
+    return _run(["git", *args])
 
 
 def _file_stem(env_id: str) -> str:
     """An env id as one file name: ``dm_control/x-v0`` -> ``dm_control-x-v0``."""
     return env_id.replace("/", "-").replace(":", "-")
-
-
-def _write_curve(folder: Path, cfg, rows: list[dict]) -> None:
-    """The seed's training episodes so far (env_step, length, return, seconds since the start
-    of warm-up) as CSV, replaced atomically."""
-    import pandas as pd
-
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{_file_stem(cfg.env.id)}_seed{cfg.seed}.csv"
-    tmp = path.with_suffix(".csv.tmp")
-    pd.DataFrame(rows).to_csv(tmp, index=False)
-    tmp.replace(path)
 
 
 def _plot_curves(folder: Path, env_id: str) -> None:

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 from dreamer.evaluation import evaluate_agent
+from dreamer.faults import fault_point
 from pipeline import cli, schemas, tables
 from pipeline.media import write_gif
 from pipeline.tracking import check_store, pipeline_parent_id, stage_run
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
             tables.episodes_frame(evaluation.records), args.episodes_csv
         )
         summary = evaluation.summary()
+        fault_point("evaluate.write")  # killed here: episodes run, nothing written
         cli.write_csv(args.episodes_csv, episodes)
         cli.write_json(args.metrics, summary)
         run.log_metrics(summary, step=summary["eval/env_steps"])

@@ -14,6 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from dreamer.faults import fault_point
 from pipeline import cli, plots, schemas
 from pipeline.media import read_gif
 from pipeline.tracking import check_store, pipeline_parent_id, stage_run
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"steps 0, {OPEN_LOOP_EVERY}, 10, …: 5 observed, then imagined",
                 )
             )
+        fault_point("plot.log")  # killed here: figures written, not logged to MLflow
         for path in written:
             run.log_artifact(path, "plots")
     print("plot: " + ", ".join(str(p) for p in written))

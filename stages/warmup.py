@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from dreamer.atomic import atomic_dir
+from dreamer.faults import fault_point
 from dreamer.run import collect_warmup, save_warmup
 from pipeline import cli, schemas, tables
 from pipeline.tracking import check_store, pipeline_parent_id, stage_run
@@ -36,6 +37,7 @@ def main(argv: list[str] | None = None) -> None:
                 extra={"mlflow_run_id": run.run_id, "mlflow_parent_run_id": run.parent_run_id},
             )
             cli.write_csv(tmp / "episodes.csv", episodes)
+            fault_point("warmup.write")  # killed here: a temporary folder, no data/warmup
         run.log_metrics(
             {
                 "warmup/episodes": len(episodes),

@@ -9,6 +9,7 @@ A key read but not covered by the stage's ``params:`` fails the test, naming it.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -93,3 +94,25 @@ def test_every_key_a_stage_reads_is_listed_in_dvc_yaml(tmp_path, monkeypatch):
         missing[stage] = sorted(k for k in recorder.read if not _covered(k, listed))
         assert recorder.read, f"{stage}: no config read recorded (the recorder is broken)"
     assert missing == {stage: [] for stage in MAINS}, json.dumps(missing)
+
+
+@pytest.mark.parametrize("stage", list(MAINS))
+def test_every_module_a_stage_imports_is_a_dependency(stage):
+    """A stage's ``deps`` cover every ``dreamer``/``pipeline``/``stages`` file it imports (plot
+    lists single files), so a change to one of them reruns it."""
+    import subprocess
+    import sys
+
+    code = (
+        f"import sys, stages.{stage}; "
+        "print('\\n'.join(m.__file__ for n, m in sys.modules.items() "
+        "if n.split('.')[0] in ('dreamer', 'pipeline', 'stages') and getattr(m, '__file__', 0)))"
+    )
+    files = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.split()
+    deps = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]["deps"]
+    imported = {str(Path(f).resolve().relative_to(REPO)) for f in files}
+    imported.discard("stages/__init__.py")  # the package marker, one comment line
+    missing = sorted(f for f in imported if not any(f == d or f.startswith(d + "/") for d in deps))
+    assert missing == [], f"{stage} imports files dvc.yaml does not list: {missing}"
