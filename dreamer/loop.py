@@ -338,11 +338,13 @@ class Trainer:
                 for record in records:
                     hooks.on_episode(record)
             done = c.env_steps >= t.env_steps
-            # A row every log_every env steps, and one for the updates since the last at the end.
-            if c.env_steps >= c.next_log or (done and self._count):
+            # A row every log_every env steps, and one for the updates since the last at the end;
+            # none where no update ran since the last row (log_every below the update interval).
+            due = c.env_steps >= c.next_log
+            if due:
                 c.next_log += t.log_every
-                if hooks.on_metrics:
-                    hooks.on_metrics(self._metrics_row())
+            if (due or done) and self._count and hooks.on_metrics:
+                hooks.on_metrics(self._metrics_row())
             # Checkpoint at the first episode end after each interval, so a resumed run restarts
             # exactly where the uninterrupted one would (a fresh reset from the saved env RNG).
             # With several envs the others are mid-episode: their steps are flushed to the replay

@@ -128,11 +128,11 @@ def ran(output: str) -> set[str]:
     return {stage for stage in STAGES if f"Running stage '{stage}'" in output}
 
 
-def start_queue_worker(root: Path, env: dict) -> None:
-    """``dvc queue start -j 1``: it starts a detached worker and returns (the worker keeps any
+def start_queue_worker(root: Path, env: dict, jobs: int = 1) -> None:
+    """``dvc queue start -j JOBS``: it starts detached workers and returns (a worker keeps any
     pipe it inherits open, so its output goes nowhere)."""
     subprocess.run(
-        [*DVC, "queue", "start", "-j", "1"],
+        [*DVC, "queue", "start", "-j", str(jobs)],
         cwd=root,
         env=env,
         stdout=subprocess.DEVNULL,

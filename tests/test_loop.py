@@ -204,5 +204,5 @@ def test_a_training_run_that_cannot_be_built_closes_its_envs(monkeypatch):
     monkeypatch.setattr(run_module, "make_envs", make_envs_recorded)
     monkeypatch.setattr(run_module, "Agent", broken_agent)
     with pytest.raises(RuntimeError, match="no agent today"):
-        run_module.TrainingRun(cfg, warmup)
+        run_module.TrainingRun(cfg, warmup, checkpoint=None)
     assert closed == [True]

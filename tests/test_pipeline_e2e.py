@@ -174,24 +174,34 @@ def test_second_repro_skips_and_params_change_reruns_only_what_depends_on_it(rep
     assert json.loads((root / "metrics/eval.json").read_text())["eval/episodes"] == 3
 
 
-def test_a_queued_experiment_lands_in_the_root_store(repo):
-    """``dvc exp run --queue`` runs in a temporary clone under ``.dvc/tmp``; its MLflow runs must
-    still land in the repository's own store (``DVC_ROOT``), tagged with the experiment's name.
-    (The swept key reruns evaluate and plot only, to keep the test short.)"""
+def test_two_queued_experiments_log_every_row_at_once_into_the_root_store(repo):
+    """``dvc exp run --queue`` runs in temporary clones under ``.dvc/tmp``; two of them, run at
+    once (``-j 2``) and logging every metric row (``training.log_every: 1``), land in the
+    repository's own store (``DVC_ROOT``, WAL mode), tagged with their names, with every row."""
     root, env = repo["root"], repo["env"]
     run(["git", "add", "-A"], root, env)
     run(["git", "commit", "-q", "--allow-empty", "-m", "baseline"], root, env)
-    run([*DVC, "exp", "run", "--queue", "-n", "four", "-S", "evaluate.episodes=4"], root, env)
-    start_queue_worker(root, env)
-    output = wait_for_experiment(root, env, "four")
-    assert "Stage 'train' didn't change, skipping" in output
-    assert ran(output) == {"evaluate", "plot"}
+    for name, seed in (("four", 3), ("five", 4)):
+        sets = ["-S", "evaluate.episodes=4", "-S", "training.log_every=1", "-S", f"seed={seed}"]
+        run([*DVC, "exp", "run", "--queue", "-n", name, *sets], root, env)
+    start_queue_worker(root, env, jobs=2)
+    outputs = {name: wait_for_experiment(root, env, name) for name in ("four", "five")}
+    for output in outputs.values():
+        assert ran(output) == set(STAGES)  # another seed: every stage
+        assert "MLflow logging failed" not in output and "database is locked" not in output
     shown = run([*DVC, "exp", "show", "--csv"], root, env)
-    assert "four" in shown
+    assert "four" in shown and "five" in shown
 
     client = MlflowClient(f"sqlite:///{root}/mlflow.db")
     experiment = client.get_experiment_by_name(TINY_PARAMS["mlflow"]["experiment"])
-    runs = client.search_runs([experiment.experiment_id], "tags.stage = 'evaluate'")
+    runs = client.search_runs([experiment.experiment_id], "tags.stage = 'train'")
     by_name = {r.data.tags["dvc_exp_name"]: r for r in runs}
-    assert by_name["four"].data.params["evaluate.episodes"] == "4"
-    assert by_name["four"].data.metrics["eval/episodes"] == 4
+    for name in ("four", "five"):
+        assert by_name[name].data.params["training.log_every"] == "1"
+        history = client.get_metric_history(by_name[name].info.run_id, "loss/world_model")
+        steps = [m.step for m in history]
+        assert len(steps) == len(set(steps)) > 100  # one row per env step with updates
+    evaluations = client.search_runs([experiment.experiment_id], "tags.stage = 'evaluate'")
+    assert {r.data.tags["dvc_exp_name"]: r.data.metrics["eval/episodes"] for r in evaluations}[
+        "four"
+    ] == 4

@@ -251,9 +251,17 @@ def test_incremental_save_rewrites_only_changed_chunks(spec, tmp_path, monkeypat
     assert written == ["chunk_000000.npz"]
 
     written.clear()
-    loaded.save(tmp_path / "elsewhere")  # a new directory gets every chunk
-    assert len(written) == 5
-    _assert_same(loaded, ReplayBuffer.load(tmp_path, spec))
+    loaded.save(tmp_path / "next")  # a new folder (the next checkpoint): unchanged chunks linked
+    assert written == []
+    for chunk in sorted((tmp_path / "next").glob("chunk_*.npz")):
+        assert chunk.samefile(tmp_path / chunk.name)  # the same file, not a copy
+    _fill(loaded, 59, 1)  # physical 9: chunk 0, written; the others linked from "next"
+    loaded.save(tmp_path / "after")
+    assert written == ["chunk_000000.npz"]
+    assert not (tmp_path / "after/chunk_000000.npz").samefile(tmp_path / "next/chunk_000000.npz")
+    assert (tmp_path / "after/chunk_000001.npz").samefile(tmp_path / "next/chunk_000001.npz")
+    _assert_same(loaded, ReplayBuffer.load(tmp_path / "after", spec))
+    _assert_same(ReplayBuffer.load(tmp_path, spec), ReplayBuffer.load(tmp_path / "next", spec))
 
 
 def test_interrupted_save_is_detected(spec, tmp_path, monkeypatch):

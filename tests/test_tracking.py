@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -367,3 +368,149 @@ def test_parallel_stages_can_create_a_new_store_together(tmp_path):
     experiment = client.get_experiment_by_name("parallel")
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(run.data.tags["stage"] for run in runs) == ["pipeline"] * 2 + ["warmup"] * 2
+
+
+def test_a_sqlite_store_is_switched_to_write_ahead_logging(tmp_path):
+    """WAL: readers (a browsing ``mlflow ui``, another queued run's searches) never block the
+    writer, so parallel experiments do not fail with "database is locked"."""
+    import sqlite3
+
+    tracking.check_tracking(f"sqlite:///{tmp_path}/mlflow.db")
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# --- logging during training must never stop it ---------------------------------------------------
+class FlakyRun:
+    """A StageRun stand-in whose logging fails while ``down`` is set."""
+
+    run_id = "flaky"
+    metric_entries = staticmethod(tracking.StageRun.metric_entries)
+
+    def __init__(self):
+        self.down, self.logged, self.calls = False, [], 0
+
+    def log_entries(self, entries, quick=False):
+        self.calls += 1
+        if self.down:
+            raise mlflow.exceptions.MlflowException("database is locked")
+        self.logged += entries
+
+
+def test_a_logging_failure_during_training_is_kept_retried_and_reported(monkeypatch, capsys):
+    from dreamer.loop import EpisodeRecord
+    from pipeline import progress
+
+    clock = [0.0]
+    monkeypatch.setattr(progress.time, "monotonic", lambda: clock[0])
+    run = FlakyRun()
+    monitor = progress.TrainMonitor(run, total=100, initial=0)
+    monitor.on_metrics({"gradient_step": 1, "updates_per_second": 2.0, "loss/x": 1.0})
+    run.down = True
+    for step in range(2, 6):  # fails once, then waits RETRY_S before the next try
+        monitor.on_metrics({"gradient_step": step, "updates_per_second": 2.0, "loss/x": 1.0})
+    monitor.on_episode(EpisodeRecord(0, 0, 50, 50, -3.0))
+    assert run.calls == 2 and len(run.logged) == 3  # gradient_step, updates_per_second, loss
+    err = capsys.readouterr().err
+    assert err.count("MLflow logging failed (MlflowException: database is locked)") == 1
+    run.down = False
+    clock[0] += progress.RETRY_S
+    monitor.on_metrics({"gradient_step": 6, "updates_per_second": 2.0, "loss/x": 1.0})
+    assert "logging works again; 17 kept values sent" in capsys.readouterr().err
+    assert sorted(m.step for m in run.logged if m.key == "loss/x") == [1, 2, 3, 4, 5, 6]
+    assert [m.value for m in run.logged if m.key == "train/return"] == [-3.0]
+
+    run.down = True  # down to the end: close() names what is missing, and does not raise
+    monitor.on_metrics({"gradient_step": 7, "updates_per_second": 2.0, "loss/x": 1.0})
+    monitor.close()
+    assert "3 metric values of MLflow run flaky could not be logged" in capsys.readouterr().err
+
+
+def _start_server(port: int, store: Path, log: Path) -> subprocess.Popen:
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port)]
+        + ["--backend-store-uri", f"sqlite:///{store}/mlflow.db", "--workers", "1"]
+        + ["--artifacts-destination", str(store / "artifacts")],
+        env=env,
+        stdout=open(log, "a"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2).close()
+            return process
+        except OSError:
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.5)
+
+
+def _stop_server(process: subprocess.Popen) -> None:
+    os.killpg(process.pid, 9)
+    process.wait(timeout=30)
+
+
+def test_training_survives_its_tracking_server_stopping_and_restarting(tmp_path):
+    """The train stage logs every row (``training.log_every: 1``) to a server that is stopped
+    once the first checkpoint is written and started again once the second one is: training goes
+    on, the stage ends cleanly, and the server ends up holding every row and every episode."""
+    import pandas as pd
+
+    from tests.helpers import write_params
+    from tests.test_stages import STAGE_ARGS
+
+    repo = Path(__file__).resolve().parents[1]
+    port, store = free_port(), tmp_path / "server"
+    store.mkdir()
+    log = tmp_path / "server.log"
+    write_params(tmp_path, **{"training.log_every": 1, "training.env_steps": 1000})
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(repo),
+        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
+    }
+    env.pop("DREAMER_FAULT", None)
+    server = _start_server(port, store, log)
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "stages.warmup", *STAGE_ARGS["warmup"]],
+            cwd=tmp_path,
+            env=env,
+            check=True,
+            capture_output=True,
+        )
+        train = subprocess.Popen(
+            [sys.executable, "-m", "stages.train", *STAGE_ARGS["train"]],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        mirror = tmp_path / ".cache" / "checkpoints"
+        for count, action in ((1, "stop"), (2, "start")):
+            deadline = time.monotonic() + 300
+            while len(list(mirror.glob("*/ckpt-*"))) < count:
+                assert train.poll() is None, train.communicate()
+                assert time.monotonic() < deadline, f"no checkpoint {count} within 300 s"
+                time.sleep(0.05)
+            if action == "stop":
+                _stop_server(server)
+            else:
+                server = _start_server(port, store, log)
+        out, err = train.communicate(timeout=600)
+        assert train.returncode == 0, err
+        assert "warning: MLflow logging failed" in err and "logging works again" in err, err
+        client = MlflowClient(f"http://127.0.0.1:{port}")
+        experiment = client.get_experiment_by_name("stages-test")
+        (run,) = client.search_runs([experiment.experiment_id], "tags.stage = 'train'")
+        losses = pd.read_csv(tmp_path / "metrics/train/losses.csv")
+        returns = pd.read_csv(tmp_path / "metrics/train/returns.csv")
+        history = client.get_metric_history(run.info.run_id, "loss/world_model")
+        assert sorted(m.step for m in history) == losses["gradient_step"].tolist()
+        history = client.get_metric_history(run.info.run_id, "train/return")
+        assert sorted(m.step for m in history) == returns["env_step"].tolist()
+    finally:
+        _stop_server(server)

@@ -1,0 +1,358 @@
+"""Fault injection: SIGKILL the debug pipeline again and again, ``dvc repro`` after each kill, and
+check that the run finishes with the uninterrupted run's outputs.
+
+    python benchmarks/fault_injection.py --kills 24 --out benchmarks/results/fault_injection
+    python benchmarks/fault_injection.py --kills 3 --points-only   # the test suite's short version
+
+In a scratch git + DVC copy of this repository, on debug-size params (``DEBUG_PARAMS``):
+
+1. a reference: ``dvc repro`` once, uninterrupted;
+2. chains: from a clean copy, ``dvc repro`` killed (SIGKILL to its whole process group), again and
+   again, then one last ``dvc repro`` that must finish. A kill is either a timer (a uniformly
+   random moment of the whole pipeline's duration: warm-up, training, evaluation, plotting, the
+   MLflow calls between them, DVC's own lock updates) or a fault point (``dreamer.faults``: inside
+   a checkpoint write, after training before its outputs, inside the MLflow model upload, before
+   the evaluation and the plot write their outputs), so that kills land where a timer rarely does;
+3. every chain's final outputs against the reference: the agent's weights bit for bit, the warm-up
+   replay's chunks byte for byte, ``metrics/eval.json`` exactly, the training curves and
+   ``metrics/train.json`` exactly but for the columns and keys that time the process
+   (``TIMING_COLUMNS``, ``TIMING_KEYS``: wall-clock, updates/s, compile time, peak memory, and
+   whether the run was resumed).
+
+Prints one line per kill (the stage it hit, the outcome) and a summary; with ``--out`` writes
+``kills.csv`` and ``summary.json`` there. Exit status 1 if any chain failed to finish or differed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DVC = [sys.executable, "-m", "dvc"]
+DEBUG_PARAMS = {
+    "seed": 5,
+    "compile": False,
+    "precision": "float32",
+    "env": {"id": "Pendulum-v1"},
+    "warmup": {"steps": 200},
+    "model": {"size": "debug"},
+    "behavior": {"horizon": 5},
+    "training": {
+        "env_steps": 1000,
+        "batch_size": 4,
+        "batch_length": 16,
+        "train_ratio": 32.0,
+        "lr": 1.0e-3,
+        "lr_warmup": 0,
+        "log_every": 100,
+        "checkpoint_every": 200,
+    },
+    "evaluate": {"episodes": 2, "video": False},
+    "mlflow": {"experiment": "fault-injection"},
+}
+# (fault point, the stage it is in): a kill inside each checkpoint write step, after training,
+# inside the model upload, before the other stages' outputs
+POINTS = [
+    ("checkpoint.replay:1", "train"),
+    ("checkpoint.state:2", "train"),
+    ("checkpoint.renamed:3", "train"),
+    ("train.outputs", "train"),
+    ("tracking.log_model", "train"),
+    ("warmup.write", "warmup"),
+    ("evaluate.write", "evaluate"),
+    ("plot.log", "plot"),
+]
+TIMING_COLUMNS = ["wall_seconds", "updates_per_second"]
+TIMING_KEYS = {
+    "train/wall_seconds",
+    "train/updates_per_second",
+    "train/compile_seconds",
+    "train/peak_rss_mib",
+    "train/resumed",
+}
+STAGES = ("warmup", "train", "evaluate", "plot")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--kills", type=int, default=24, help="kills in all (at least 20 for a study)")
+    p.add_argument("--per-chain", type=int, default=4, help="kills before a chain's last repro")
+    p.add_argument("--seed", type=int, default=0, help="seed of the kill schedule")
+    p.add_argument("--points-only", action="store_true", help="fault points only, no timers")
+    p.add_argument("--out", help="folder for kills.csv and summary.json")
+    p.add_argument("--workdir", help="scratch folder (default: a temporary one, removed)")
+    args = p.parse_args(argv)
+    rng = random.Random(args.seed)
+    scratch = Path(args.workdir or tempfile.mkdtemp(prefix="fault-injection-"))
+    try:
+        template = make_template(scratch / "template")
+        reference = scratch / "reference"
+        shutil.copytree(template, reference, symlinks=True)
+        started = time.perf_counter()
+        done = repro(reference)
+        duration = time.perf_counter() - started
+        if done.returncode != 0:
+            raise SystemExit(f"the uninterrupted reference run failed:\n{done.stdout[-3000:]}")
+        print(f"reference: dvc repro uninterrupted in {duration:.1f} s", flush=True)
+        schedule = plan(args.kills, args.points_only, rng)
+        kills, chains, in_chain = [], [], 0
+        chain = new_chain(template, scratch, chains)
+        while sum(k["outcome"] == "killed" for k in kills) < args.kills:
+            if len(kills) >= 3 * args.kills:
+                raise SystemExit(f"only {len(kills)} attempts landed so few kills; giving up")
+            kind, target = schedule[len(kills) % len(schedule)]
+            kills.append(kill_once(chain, kind, target, duration, rng, len(kills) + 1))
+            print(format_kill(kills[-1]), flush=True)
+            in_chain += kills[-1]["outcome"] == "killed"
+            if kills[-1]["outcome"] != "killed" or in_chain == args.per_chain:
+                chains.append(finish_chain(chain, reference, kills))
+                chain, in_chain = new_chain(template, scratch, chains), 0
+        if in_chain:
+            chains.append(finish_chain(chain, reference, kills))
+        summary = summarise(kills, chains, duration, args)
+        print(json.dumps(summary["totals"], indent=1))
+        if args.out:
+            write_results(Path(args.out), kills, summary)
+        return 0 if summary["totals"]["all_recovered_and_equal"] else 1
+    finally:
+        if not args.workdir:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def new_chain(template: Path, scratch: Path, chains: list) -> Path:
+    chain = scratch / f"chain{len(chains)}"
+    shutil.copytree(template, chain, symlinks=True)
+    return chain
+
+
+def finish_chain(chain: Path, reference: Path, kills: list[dict]) -> dict:
+    """The chain's last ``dvc repro`` (no kill), and its outputs against the reference's."""
+    final = repro(chain)
+    differences = compare(chain, reference) if final.returncode == 0 else ["did not finish"]
+    record = {
+        "chain": chain.name,
+        "kills": [
+            k["kill"] for k in kills if k["chain"] == chain.name and k["outcome"] == "killed"
+        ],
+        "finished": final.returncode == 0,
+        "equal_to_uninterrupted": not differences,
+        "differences": differences,
+    }
+    print(
+        f"{chain.name}: kills {record['kills']}; the last dvc repro "
+        f"{'finished' if record['finished'] else 'FAILED: ' + final.stdout[-500:]}; outputs "
+        f"{'equal to the uninterrupted run' if not differences else differences}",
+        flush=True,
+    )
+    return record
+
+
+def make_template(folder: Path) -> Path:
+    """A git + DVC copy of this working tree with the debug params and no outputs."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, files):
+        if (ROOT / name).is_file() and not name.startswith("benchmarks/results/"):
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, folder / name)
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    _merge(params, DEBUG_PARAMS)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (folder / "dvc.lock").unlink(missing_ok=True)  # the repository's default run: not ours
+    env = _env()
+    for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "fi"]):
+        subprocess.run(command, cwd=folder, env=env, check=True, capture_output=True)
+    return folder
+
+
+def plan(kills: int, points_only: bool, rng: random.Random) -> list[tuple[str, str]]:
+    """The kills to try, in order (repeated if some do not land): every fault point once and,
+    unless ``points_only``, as many timers as it takes to reach ``kills``, shuffled."""
+    schedule = [("point", point) for point, _ in POINTS]
+    if not points_only:
+        schedule += [("timer", "")] * max(kills - len(schedule), len(schedule))
+    rng.shuffle(schedule)
+    return schedule
+
+
+def kill_once(chain: Path, kind: str, target: str, duration: float, rng, number: int) -> dict:
+    """One ``dvc repro`` in ``chain``, SIGKILLed at a random moment or at fault point
+    ``target``; returns the kill's record."""
+    log = chain.parent / f"{chain.name}-kill{number}.log"
+    env = _env()
+    at = ""
+    if kind == "point":
+        env["DREAMER_FAULT"] = target
+    with open(log, "w") as out:
+        process = subprocess.Popen(
+            [*DVC, "repro"],
+            cwd=chain,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        started = time.perf_counter()
+        if kind == "timer":
+            delay = rng.uniform(0.0, duration)
+            at = f"{delay:.1f} s"
+            try:
+                process.wait(timeout=delay)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+        try:
+            returncode = process.wait(timeout=900)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            returncode = process.wait()
+    elapsed = time.perf_counter() - started
+    text = log.read_text(errors="replace")
+    running = [s for s in STAGES if f"Running stage '{s}'" in text]
+    stage = running[-1] if running else "dvc (before any stage)"
+    if kind == "point":
+        killed = "exited with -9" in text
+        hit = dict(POINTS).get(target, "?") if killed else "-"
+        outcome = "killed" if killed else f"point not reached (rc {returncode})"
+    else:
+        killed = returncode == -signal.SIGKILL
+        hit = stage if killed else "-"
+        outcome = "killed" if killed else f"finished before the timer (rc {returncode})"
+        if killed and "Updating lock file" in text.rsplit("Running stage", 1)[-1]:
+            hit += " (lock update)"
+    return {
+        "kill": number,
+        "chain": chain.name,
+        "kind": kind,
+        "at": target or at,
+        "stage": hit,
+        "seconds": round(elapsed, 1),
+        "outcome": outcome,
+    }
+
+
+def format_kill(k: dict) -> str:
+    return (
+        f"kill {k['kill']:2d} ({k['chain']}): {k['kind']:5s} {k['at']:22s} stage {k['stage']:26s}"
+        f" {k['outcome']}"
+    )
+
+
+def repro(folder: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*DVC, "repro"], cwd=folder, env=_env(), capture_output=True, text=True, timeout=1800
+    )
+
+
+def compare(folder: Path, reference: Path) -> list[str]:
+    """What differs between a chain's outputs and the reference's (empty: equal)."""
+    import pandas as pd
+    import torch
+
+    differences = []
+    first, second = (
+        torch.load(p / "models/agent.pt", weights_only=True) for p in (folder, reference)
+    )
+    for name, tensor in second["modules"].items():
+        if not torch.equal(first["modules"][name], tensor):
+            differences.append(f"models/agent.pt: {name}")
+            break
+    for chunk in sorted((reference / "data/warmup/replay").glob("chunk_*.npz")):
+        mine = folder / chunk.relative_to(reference)
+        if not mine.is_file() or mine.read_bytes() != chunk.read_bytes():
+            differences.append(str(chunk.relative_to(reference)))
+    for name in ("returns.csv", "losses.csv"):
+        got, want = (pd.read_csv(p / "metrics/train" / name) for p in (folder, reference))
+        drop = [c for c in TIMING_COLUMNS if c in want]
+        if not got.drop(columns=drop).equals(want.drop(columns=drop)):
+            differences.append(f"metrics/train/{name}")
+    got, want = (json.loads((p / "metrics/train.json").read_text()) for p in (folder, reference))
+    keys = sorted(
+        k for k in want.keys() | got.keys() if k not in TIMING_KEYS and got.get(k) != want.get(k)
+    )
+    differences += [f"metrics/train.json: {k}" for k in keys]
+    if (folder / "metrics/eval.json").read_text() != (reference / "metrics/eval.json").read_text():
+        differences.append("metrics/eval.json")
+    return differences
+
+
+def summarise(kills: list[dict], chains: list[dict], duration: float, args) -> dict:
+    by_stage: dict[str, int] = {}
+    for k in kills:
+        if k["outcome"] == "killed":
+            by_stage[k["stage"]] = by_stage.get(k["stage"], 0) + 1
+    totals = {
+        "kills_attempted": len(kills),
+        "kills_landed": sum(k["outcome"] == "killed" for k in kills),
+        "kills_by_stage": by_stage,
+        "chains": len(chains),
+        "chains_finished": sum(c["finished"] for c in chains),
+        "chains_equal_to_uninterrupted": sum(c["equal_to_uninterrupted"] for c in chains),
+        "all_recovered_and_equal": all(
+            c["finished"] and c["equal_to_uninterrupted"] for c in chains
+        ),
+        "uninterrupted_seconds": round(duration, 1),
+    }
+    command = "python benchmarks/fault_injection.py " + " ".join(
+        [f"--kills {args.kills}", f"--per-chain {args.per_chain}", f"--seed {args.seed}"]
+        + (["--points-only"] if args.points_only else [])
+    )
+    return {
+        "command": command,
+        "params": DEBUG_PARAMS,
+        "timing_columns_not_compared": TIMING_COLUMNS,
+        "timing_keys_not_compared": sorted(TIMING_KEYS),
+        "totals": totals,
+        "chains": chains,
+    }
+
+
+def write_results(folder: Path, kills: list[dict], summary: dict) -> None:
+    import pandas as pd
+
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(kills).to_csv(folder / "kills.csv", index=False)
+    (folder / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+
+def _env() -> dict[str, str]:
+    """This environment without MLflow/DVC/fault settings, this interpreter first on PATH."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("MLFLOW_", "DVC_", "DREAMER_FAULT"))
+    }
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    for key in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
+        env.setdefault(key, "fault-injection")
+    for key in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
+        env.setdefault(key, "fi@localhost")
+    return env
+
+
+def _merge(node: dict, new: dict) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(node.get(key), dict):
+            _merge(node[key], value)
+        else:
+            node[key] = value
+
+
+if __name__ == "__main__":
+    sys.exit(main())
