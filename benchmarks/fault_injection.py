@@ -2,7 +2,7 @@
 check that the run finishes with the uninterrupted run's outputs.
 
     python benchmarks/fault_injection.py --kills 24 --out benchmarks/results/fault_injection
-    python benchmarks/fault_injection.py --kills 3 --points-only   # the test suite's short version
+    python benchmarks/fault_injection.py --points checkpoint.state:2 evaluate.write  # test suite
 
 In a scratch git + DVC copy of this repository, on debug-size params (``DEBUG_PARAMS``):
 
@@ -40,6 +40,10 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from dreamer.loop import TIMING_COLUMNS  # noqa: E402
+from dreamer.run import TIMING_KEYS  # noqa: E402
+
 DVC = [sys.executable, "-m", "dvc"]
 DEBUG_PARAMS = {
     "seed": 5,
@@ -74,14 +78,6 @@ POINTS = [
     ("evaluate.write", "evaluate"),
     ("plot.log", "plot"),
 ]
-TIMING_COLUMNS = ["wall_seconds", "updates_per_second"]
-TIMING_KEYS = {
-    "train/wall_seconds",
-    "train/updates_per_second",
-    "train/compile_seconds",
-    "train/peak_rss_mib",
-    "train/resumed",
-}
 STAGES = ("warmup", "train", "evaluate", "plot")
 
 
@@ -91,6 +87,7 @@ def main(argv=None) -> int:
     p.add_argument("--per-chain", type=int, default=4, help="kills before a chain's last repro")
     p.add_argument("--seed", type=int, default=0, help="seed of the kill schedule")
     p.add_argument("--points-only", action="store_true", help="fault points only, no timers")
+    p.add_argument("--points", nargs="+", help="exactly these fault points, in this order")
     p.add_argument("--out", help="folder for kills.csv and summary.json")
     p.add_argument("--workdir", help="scratch folder (default: a temporary one, removed)")
     args = p.parse_args(argv)
@@ -107,6 +104,8 @@ def main(argv=None) -> int:
             raise SystemExit(f"the uninterrupted reference run failed:\n{done.stdout[-3000:]}")
         print(f"reference: dvc repro uninterrupted in {duration:.1f} s", flush=True)
         schedule = plan(args.kills, args.points_only, rng)
+        if args.points:
+            schedule, args.kills = [("point", point) for point in args.points], len(args.points)
         kills, chains, in_chain = [], [], 0
         chain = new_chain(template, scratch, chains)
         while sum(k["outcome"] == "killed" for k in kills) < args.kills:
@@ -312,6 +311,7 @@ def summarise(kills: list[dict], chains: list[dict], duration: float, args) -> d
     command = "python benchmarks/fault_injection.py " + " ".join(
         [f"--kills {args.kills}", f"--per-chain {args.per_chain}", f"--seed {args.seed}"]
         + (["--points-only"] if args.points_only else [])
+        + (["--points", *args.points] if args.points else [])
     )
     return {
         "command": command,

@@ -24,6 +24,9 @@ from .errors import DivergenceError, EnvDataError
 from .replay import Latents, ReplayBuffer
 from .seeding import restore_rng_state, rng_state
 
+# Columns of a metrics row that time the process, not the run: they differ between two runs of
+# the same params (and between a resumed run and an uninterrupted one); everything else is equal.
+TIMING_COLUMNS = ["wall_seconds", "updates_per_second"]
 # The columns of a metrics row before the agent's loss/* ones (the losses curve's header).
 LOSS_COLUMNS = [
     "gradient_step",

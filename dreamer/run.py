@@ -50,6 +50,19 @@ RESUME_SECTIONS = (
 )
 
 
+# Keys of TrainingRun.summary() that measure the process, not the run (wall-clock, speed, memory,
+# whether it was resumed): the only ones a resumed run may differ in from an uninterrupted one.
+TIMING_KEYS = frozenset(
+    {
+        "train/wall_seconds",
+        "train/updates_per_second",
+        "train/compile_seconds",
+        "train/peak_rss_mib",
+        "train/resumed",
+    }
+)
+
+
 def code_hash() -> str:
     """Short hash of the library's source (``dreamer/*.py``): a checkpoint resumes only the code
     that wrote it, so a run's outputs always come from the code DVC records for them."""

@@ -20,6 +20,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dreamer.loop import TIMING_COLUMNS
+from dreamer.run import TIMING_KEYS
 from pipeline import cli, schemas
 
 from .helpers import REPO, write_params
@@ -225,17 +227,6 @@ def _same_agent(a: Path, b: Path) -> None:
         assert torch.equal(first[name], second[name]), name
 
 
-# Columns and keys that measure the process, not the run: they differ between any two runs.
-TIMING_COLUMNS = ["wall_seconds", "updates_per_second"]
-TIMING_KEYS = {
-    "train/wall_seconds",
-    "train/updates_per_second",
-    "train/compile_seconds",
-    "train/peak_rss_mib",
-    "train/resumed",
-}
-
-
 def _same_outputs(folder: Path, reference: Path) -> None:
     """Resumed or not, the train stage's outputs equal the uninterrupted run's: the agent bit for
     bit, the curves and the summary but for their timing columns and keys."""
@@ -348,6 +339,29 @@ def test_corrupt_artifacts_fail_in_one_line_naming_the_file(project, tmp_path):
         assert "chunk_000000.npz" in _one_line_failure("train", tmp_path)
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+def test_a_run_made_to_diverge_stops_with_one_error_line_and_saves_nothing(project, tmp_path):
+    """``training.lr: 1e30``: the first update throws the weights to about 1e30, every later one
+    is non-finite and skipped; after ``max_skipped_updates`` in a row the stage stops with one
+    line naming the update and that there is no checkpoint yet, and writes none."""
+    _copy_upstream(project, tmp_path)
+    write_params(tmp_path, **{"training.lr": 1.0e30, "training.max_skipped_updates": 5})
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path}/mlflow.db"
+    try:
+        process = stage_process("train", tmp_path)
+        out, err = process.communicate(timeout=300)
+    finally:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    assert process.returncode == 2, err
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    assert errors[0].startswith(
+        "error: training diverged: 5 updates in a row had a non-finite loss or gradient"
+    )
+    assert errors[0].endswith("; no checkpoint yet")
+    assert not list((tmp_path / "models/checkpoint").glob("ckpt-*"))
+    assert not (tmp_path / "models/agent.pt").exists()
 
 
 def test_unreachable_mlflow_server_fails_fast(project, tmp_path):
