@@ -1,5 +1,6 @@
 """The interaction loop: random warm-up, train ratio, hooks, and exact resume."""
 
+import gymnasium
 import numpy as np
 import pytest
 import torch
@@ -239,3 +240,45 @@ def test_a_diverging_run_skips_updates_then_stops_naming_the_last_good_checkpoin
     state = folders.load_state(folders.latest())["trainer"]["agent"]["modules"]
     assert all(torch.equal(state[k], v) for k, v in saved["weights"].items())
     assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+class _PoisonedPendulum(gymnasium.Wrapper):
+    """Pendulum whose ``what`` ("reward" or "observation") turns NaN at its 30th step."""
+
+    def __init__(self, env, what):
+        super().__init__(env)
+        self.what, self.steps = what, 0
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        self.steps += 1
+        if self.steps == 30:
+            if self.what == "reward":
+                reward = float("nan")
+            else:
+                obs = np.array([obs[0], np.nan, obs[2]], np.float32)
+        return obs, reward, terminated, truncated, info
+
+
+@pytest.mark.parametrize(
+    ("what", "named"), [("reward", "reward is nan"), ("observation", "observation 'vector' is")]
+)
+def test_a_non_finite_step_is_refused_before_the_replay(what, named):
+    """A NaN from the env stops collection (warm-up or training alike) with one line naming the
+    env, the key and the env step; the replay keeps only the finite steps before it."""
+    from dreamer.errors import EnvDataError
+
+    gymnasium.register(
+        f"Poisoned{what}/Pendulum-v0",
+        lambda **kw: _PoisonedPendulum(gymnasium.make("Pendulum-v1", **kw), what),
+    )
+    cfg = tiny(**{"env.id": f"Poisoned{what}/Pendulum-v0"})
+    envs = make_envs(cfg.env, cfg.seed)
+    replay = ReplayBuffer(envs.spec, 1000)
+    with pytest.raises(EnvDataError) as error:
+        collect_random(envs, replay, 100, cfg.seed)
+    message = str(error.value)
+    assert message.startswith(f"Poisoned{what}/Pendulum-v0 (env 0): {named}")
+    assert "at env step 29;" in message and "\n" not in message
+    assert replay.total_steps == 30  # the reset and the 29 finite steps
+    assert np.isfinite(replay.arrays()["reward"]).all()
