@@ -240,12 +240,16 @@ class TrainingRun:
             self.replay.extend(saved.arrays())
             self.trainer.load_training_state(trainer_state)
             self.curves = state["curves"]
+            origin = ""
+            if folders is self.mirror:  # the out was deleted (dvc exp run): put it back whole
+                origin = f" (restored from its copy in {folders.root})"
+                folder = self.checkpoints.adopt(folder)
             self.resumed, self.last_checkpoint = True, folder
             steps = f"{self.counters.env_steps:,} env steps"
             message = (
-                f"{folder} holds the finished run ({steps}); writing its outputs only"
+                f"{folder} holds the finished run ({steps}){origin}; writing its outputs only"
                 if self.finished
-                else f"resuming from {folder} at {steps}"
+                else f"resuming from {folder} at {steps}{origin}"
             )
         self._warmup_replay = None  # free it: the training replay holds a copy
         return message

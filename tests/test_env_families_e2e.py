@@ -74,9 +74,10 @@ def test_dvc_exp_run_killed_after_a_checkpoint_resumes_and_finishes(repo, env_id
     resumed = run([*DVC, "exp", "run"], root, env)  # params.yaml keeps the -S values
     assert ran(resumed) == {"train", "evaluate", "plot"}, resumed[-2000:]
     # dvc exp run first checks the workspace out, which deletes the killed stage's untracked
-    # models/checkpoint: the run resumes from the mirror under .cache/checkpoints
-    assert "train: resuming from " in resumed, resumed[-2000:]
-    assert "/.cache/checkpoints/" in resumed.split("train: resuming from ")[1].split("\n")[0]
+    # models/checkpoint: the run resumes from its copy under .cache/checkpoints
+    line = next(x for x in resumed.splitlines() if x.startswith("train: resuming from "))
+    assert line.startswith("train: resuming from models/checkpoint/ckpt-"), line
+    assert "(restored from its copy in " in line and "/.cache/checkpoints/" in line, line
     summary = json.loads((root / "metrics/train.json").read_text())
     assert summary["train/env_steps"] >= 600 and summary["train/resumed"] is True
     assert summary["train/gradient_steps"] > 0
@@ -96,3 +97,20 @@ def run_failing(args: list[str], cwd, env: dict) -> str:
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode != 0, done.stdout[-2000:]
     return done.stdout + done.stderr
+
+
+def test_dvc_exp_run_killed_before_its_outputs_writes_only_the_outputs(repo):
+    """Killed after training, before its outputs (the last family's params): ``dvc exp run``
+    again deletes the untracked ``models/checkpoint``, takes the finished checkpoint up from its
+    copy, puts it back, and writes only the outputs."""
+    root, env = repo
+    params = (root / "params.yaml").read_text()
+    command = [*DVC, "exp", "run", "-S", "seed=9"]  # new params: warm-up and training again
+    killed = run_failing(command, root, {**env, "DREAMER_FAULT": "train.outputs"})
+    assert "exited with -9" in killed, killed[-2000:]
+    again = run([*DVC, "exp", "run"], root, env)
+    line = next(x for x in again.splitlines() if "holds the finished run" in x)
+    assert "(restored from its copy in " in line and line.endswith("writing its outputs only")
+    assert "compiled the update" not in again
+    assert list((root / "models/checkpoint").glob("ckpt-*/state.pt"))
+    (root / "params.yaml").write_text(params)
