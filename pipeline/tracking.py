@@ -59,6 +59,9 @@ if TYPE_CHECKING:
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 PARENT_TAG = "mlflow.parentRunId"
+# The MLflow UI opens an experiment on its GenAI overview unless it is marked as model training:
+# then it opens on the runs table, where the curves and the comparison are.
+KIND_TAG, KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
 STAGES = ("warmup", "train", "evaluate", "plot")  # dvc.yaml's order, for grouping runs
 PROBE_TIMEOUT_S = 5.0
 # A server that answered with these credentials within this many seconds is not asked again: a
@@ -252,7 +255,8 @@ def _store_lock(uri: str) -> Iterator[None]:
 def get_or_create_experiment(
     name: str, artifact_root: str | None = None, client: MlflowClient | None = None
 ) -> str:
-    """Id of experiment ``name``, creating it with ``artifact_root`` if needed.
+    """Id of experiment ``name``, creating it with ``artifact_root`` if needed, marked as model
+    training (``mlflow.experimentKind``) so that the MLflow UI opens it on its runs table.
 
     Tolerates a parallel ``dvc exp`` creating it between our look-up and our create.
     """
@@ -260,13 +264,17 @@ def get_or_create_experiment(
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         try:
-            return client.create_experiment(name, artifact_location=artifact_root)
+            return client.create_experiment(
+                name, artifact_location=artifact_root, tags={KIND_TAG: KIND_TRAINING}
+            )
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
             experiment = client.get_experiment_by_name(name)
             if experiment is None:
                 raise
+    if experiment.tags.get(KIND_TAG) is None:  # a store made by an earlier version
+        client.set_experiment_tag(experiment.experiment_id, KIND_TAG, KIND_TRAINING)
     if experiment.lifecycle_stage != "active":
         raise TrackingError(
             f"mlflow experiment {name!r} is deleted in {client.tracking_uri}; restore it "

@@ -514,3 +514,16 @@ def test_training_survives_its_tracking_server_stopping_and_restarting(tmp_path)
         assert sorted(m.step for m in history) == returns["env_step"].tolist()
     finally:
         _stop_server(server)
+
+
+def test_the_experiment_is_marked_as_model_training_for_the_ui(tmp_path):
+    """MLflow's UI opens an experiment without ``mlflow.experimentKind`` on its GenAI overview;
+    marked ``custom_model_development`` it opens on the runs table. Stores made before the tag
+    get it on their next stage."""
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    made = tracking.get_or_create_experiment("kind", client=client)
+    assert client.get_experiment(made).tags["mlflow.experimentKind"] == "custom_model_development"
+    old = client.create_experiment("old")  # as earlier versions made it: no kind
+    assert "mlflow.experimentKind" not in client.get_experiment(old).tags
+    assert tracking.get_or_create_experiment("old", client=client) == old
+    assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
