@@ -90,11 +90,14 @@ def main(argv=None) -> int:
     p.add_argument("--points", nargs="+", help="exactly these fault points, in this order")
     p.add_argument("--out", help="folder for kills.csv and summary.json")
     p.add_argument("--workdir", help="scratch folder (default: a temporary one, removed)")
+    p.add_argument("--env-steps", type=int, default=1000, help="training.env_steps of the run")
     args = p.parse_args(argv)
     rng = random.Random(args.seed)
     scratch = Path(args.workdir or tempfile.mkdtemp(prefix="fault-injection-"))
     try:
-        template = make_template(scratch / "template")
+        params = json.loads(json.dumps(DEBUG_PARAMS))
+        params["training"]["env_steps"] = args.env_steps
+        template = make_template(scratch / "template", params)
         reference = scratch / "reference"
         shutil.copytree(template, reference, symlinks=True)
         started = time.perf_counter()
@@ -158,8 +161,8 @@ def finish_chain(chain: Path, reference: Path, kills: list[dict]) -> dict:
     return record
 
 
-def make_template(folder: Path) -> Path:
-    """A git + DVC copy of this working tree with the debug params and no outputs."""
+def make_template(folder: Path, debug_params: dict) -> Path:
+    """A git + DVC copy of this working tree with ``debug_params`` and no outputs."""
     files = subprocess.run(
         ["git", "ls-files", "-co", "--exclude-standard", "-z"],
         cwd=ROOT,
@@ -172,7 +175,7 @@ def make_template(folder: Path) -> Path:
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / name, folder / name)
     params = yaml.safe_load((folder / "params.yaml").read_text())
-    _merge(params, DEBUG_PARAMS)
+    _merge(params, debug_params)
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (folder / "dvc.lock").unlink(missing_ok=True)  # the repository's default run: not ours
     env = _env()
@@ -312,10 +315,14 @@ def summarise(kills: list[dict], chains: list[dict], duration: float, args) -> d
         [f"--kills {args.kills}", f"--per-chain {args.per_chain}", f"--seed {args.seed}"]
         + (["--points-only"] if args.points_only else [])
         + (["--points", *args.points] if args.points else [])
+        + ([f"--env-steps {args.env_steps}"] if args.env_steps != 1000 else [])
     )
     return {
         "command": command,
-        "params": DEBUG_PARAMS,
+        "params": {
+            **DEBUG_PARAMS,
+            "training": {**DEBUG_PARAMS["training"], "env_steps": args.env_steps},
+        },
         "timing_columns_not_compared": TIMING_COLUMNS,
         "timing_keys_not_compared": sorted(TIMING_KEYS),
         "totals": totals,

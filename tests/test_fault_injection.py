@@ -23,7 +23,8 @@ def test_killed_inside_a_checkpoint_write_and_before_evaluating_ends_equal(tmp_p
     spec.loader.exec_module(module)
     points = ["checkpoint.state:2", "evaluate.write"]
     status = module.main(
-        ["--points", *points, "--per-chain", "2", "--out", str(tmp_path / "out")]
+        ["--points", *points, "--per-chain", "2", "--env-steps", "600"]
+        + ["--out", str(tmp_path / "out")]
         + ["--workdir", str(tmp_path / "work")]
     )
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
