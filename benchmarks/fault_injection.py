@@ -72,6 +72,7 @@ POINTS = [
     ("checkpoint.replay:1", "train"),
     ("checkpoint.state:2", "train"),
     ("checkpoint.renamed:3", "train"),
+    ("checkpoint.linked:2", "train"),
     ("train.outputs", "train"),
     ("tracking.log_model", "train"),
     ("warmup.write", "warmup"),

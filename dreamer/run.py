@@ -32,6 +32,7 @@ from .config import Config
 from .env_pool import make_envs
 from .envs import EnvSpec
 from .errors import CheckpointError, DivergenceError
+from .faults import fault_point
 from .loop import Counters, EpisodeRecord, Hooks, Trainer, collect_random
 from .replay import ReplayBuffer
 from .seeding import seed_everything, train_env_seed
@@ -322,7 +323,9 @@ class TrainingRun:
             return self.checkpoints.save(state, self.replay)
         number = max(self.checkpoints.next_number(), self.mirror.next_number())
         saved = self.mirror.save(state, self.replay, number)
-        return self.checkpoints.adopt(saved)
+        linked = self.checkpoints.adopt(saved)
+        fault_point("checkpoint.linked")  # killed here: the checkpoint whole in both folders
+        return linked
 
     def summary(self) -> dict[str, Any]:
         """``train/*`` figures of the run and the last logged ``loss/*`` values."""

@@ -280,7 +280,7 @@ def _client(machines: dict) -> Iterator[mlflow.MlflowClient]:
 
 def _kill_during_train(root: Path, env: dict) -> None:
     """``dvc repro`` whose train stage is SIGKILLed right after its first checkpoint."""
-    repro_killed_at(root, env, "checkpoint.renamed:1")
+    repro_killed_at(root, env, "checkpoint.linked:1")
     assert newest_checkpoint(root) is not None
     assert not (root / "models/agent.pt").exists(), "train finished before the kill"
 
