@@ -37,32 +37,20 @@ import tempfile
 import time
 from pathlib import Path
 
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from dreamer.loop import TIMING_COLUMNS  # noqa: E402
 from dreamer.run import TIMING_KEYS  # noqa: E402
+from tests.helpers import TINY_PARAMS, copy_worktree, process_env, set_params  # noqa: E402
 
 DVC = [sys.executable, "-m", "dvc"]
+# The tests' debug pipeline (Pendulum, debug size, eager), a longer budget, no video.
 DEBUG_PARAMS = {
+    **TINY_PARAMS,
     "seed": 5,
-    "compile": False,
     "precision": "float32",
-    "env": {"id": "Pendulum-v1"},
-    "warmup": {"steps": 200},
-    "model": {"size": "debug"},
-    "behavior": {"horizon": 5},
-    "training": {
-        "env_steps": 1000,
-        "batch_size": 4,
-        "batch_length": 16,
-        "train_ratio": 32.0,
-        "lr": 1.0e-3,
-        "lr_warmup": 0,
-        "log_every": 100,
-        "checkpoint_every": 200,
-    },
+    "training": {**TINY_PARAMS["training"], "env_steps": 1000},
     "evaluate": {"episodes": 2, "video": False},
     "mlflow": {"experiment": "fault-injection"},
 }
@@ -164,22 +152,10 @@ def finish_chain(chain: Path, reference: Path, kills: list[dict]) -> dict:
 
 def make_template(folder: Path, debug_params: dict) -> Path:
     """A git + DVC copy of this working tree with ``debug_params`` and no outputs."""
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for name in filter(None, files):
-        if (ROOT / name).is_file() and not name.startswith("benchmarks/results/"):
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, folder / name)
-    params = yaml.safe_load((folder / "params.yaml").read_text())
-    _merge(params, debug_params)
-    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    copy_worktree(folder)
+    set_params(folder / "params.yaml", debug_params)
     (folder / "dvc.lock").unlink(missing_ok=True)  # the repository's default run: not ours
-    env = _env()
+    env = process_env()
     for command in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "fi"]):
         subprocess.run(command, cwd=folder, env=env, check=True, capture_output=True)
     return folder
@@ -199,7 +175,7 @@ def kill_once(chain: Path, kind: str, target: str, duration: float, rng, number:
     """One ``dvc repro`` in ``chain``, SIGKILLed at a random moment or at fault point
     ``target``; returns the kill's record."""
     log = chain.parent / f"{chain.name}-kill{number}.log"
-    env = _env()
+    env = process_env()
     at = ""
     if kind == "point":
         env["DREAMER_FAULT"] = target
@@ -259,7 +235,7 @@ def format_kill(k: dict) -> str:
 
 def repro(folder: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [*DVC, "repro"], cwd=folder, env=_env(), capture_output=True, text=True, timeout=1800
+        [*DVC, "repro"], cwd=folder, env=process_env(), capture_output=True, text=True, timeout=1800
     )
 
 
@@ -337,29 +313,6 @@ def write_results(folder: Path, kills: list[dict], summary: dict) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(kills).to_csv(folder / "kills.csv", index=False)
     (folder / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-
-
-def _env() -> dict[str, str]:
-    """This environment without MLflow/DVC/fault settings, this interpreter first on PATH."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("MLFLOW_", "DVC_", "DREAMER_FAULT"))
-    }
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    for key in ("GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
-        env.setdefault(key, "fault-injection")
-    for key in ("GIT_AUTHOR_EMAIL", "GIT_COMMITTER_EMAIL"):
-        env.setdefault(key, "fi@localhost")
-    return env
-
-
-def _merge(node: dict, new: dict) -> None:
-    for key, value in new.items():
-        if isinstance(value, dict) and isinstance(node.get(key), dict):
-            _merge(node[key], value)
-        else:
-            node[key] = value
 
 
 if __name__ == "__main__":

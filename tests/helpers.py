@@ -71,9 +71,10 @@ def free_port() -> int:
 
 
 def process_env(**extra: str) -> dict[str, str]:
-    """This process's environment without MLflow, DVC or git settings, with a git identity and
-    this interpreter first on ``PATH`` (``dvc.yaml``'s commands call ``python``)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "GIT_"))}
+    """This process's environment without MLflow, DVC, git or fault settings, with a git identity
+    and this interpreter first on ``PATH`` (``dvc.yaml``'s commands call ``python``)."""
+    prefixes = ("MLFLOW_", "DVC_", "GIT_", "DREAMER_FAULT")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(
         GIT_AUTHOR_NAME="t",
