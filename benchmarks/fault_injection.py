@@ -37,7 +37,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from dreamer.loop import TIMING_COLUMNS  # noqa: E402
