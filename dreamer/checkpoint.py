@@ -134,6 +134,8 @@ class CheckpointDir:
                 else:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     link_or_copy(source, target)
+            for folder in [p for p in tmp.rglob("*") if p.is_dir()]:
+                fsync_dir(folder)
         self._prune()
         return final
 
@@ -182,8 +184,12 @@ class CheckpointDir:
         fsync_dir(self.root)
 
     def _prune(self) -> None:
+        """Remove all but the newest ``keep``: each renamed to a temporary name first, so that a
+        kill mid-removal leaves no half-deleted ``ckpt-*`` (the next save removes the rest)."""
         for old in self.entries()[self.keep :]:
-            shutil.rmtree(old)
+            doomed = self.root / f".{old.name}.{os.getpid()}.tmp"
+            os.rename(old, doomed)
+            shutil.rmtree(doomed)
         for legacy in ("state.pt", "replay"):  # the single-folder layout of earlier versions
             path = self.root / legacy
             if path.is_dir():
