@@ -49,10 +49,11 @@ def main(argv=None) -> None:
         for item in sets:
             command += ["-S", item]
         print("$ " + " ".join(command[2:]), file=sys.stderr, flush=True)
+        baseline = _git("rev-parse", "HEAD").strip()  # dvc exp show lists experiments by baseline
         started = time.perf_counter()
         subprocess.run(command, cwd=ROOT, check=True)  # its output streams to this terminal
         seconds = time.perf_counter() - started
-        rev, metrics = experiment(name)
+        rev, metrics = experiment(name, baseline)
         train, evaluation = metrics["metrics/train.json"], metrics["metrics/eval.json"]
         if args.curves:
             folder = Path(args.curves)
@@ -96,9 +97,10 @@ def main(argv=None) -> None:
         print(json.dumps({"results": results}))
 
 
-def experiment(name: str) -> tuple[str, dict[str, dict]]:
-    """The commit and the metrics files of DVC experiment ``name`` (``dvc exp show --json``)."""
-    shown = json.loads(_run([*DVC, "exp", "show", "--json", "--no-pager"]))
+def experiment(name: str, baseline: str) -> tuple[str, dict[str, dict]]:
+    """The commit and the metrics files of DVC experiment ``name`` run on commit ``baseline``
+    (``dvc exp show --json --rev``: the workspace may have moved on since)."""
+    shown = json.loads(_run([*DVC, "exp", "show", "--json", "--no-pager", "--rev", baseline]))
 
     def find(node):
         if isinstance(node, dict):
