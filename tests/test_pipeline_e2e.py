@@ -187,7 +187,7 @@ def test_two_queued_experiments_log_every_row_at_once_into_the_root_store(repo):
     start_queue_worker(root, env, jobs=2)
     outputs = {name: wait_for_experiment(root, env, name) for name in ("four", "five")}
     for output in outputs.values():
-        assert ran(output) == set(STAGES)  # another seed: every stage
+        assert {"train", "evaluate", "plot"} <= ran(output)  # the seed: warm-up too unless 3
         assert "MLflow logging failed" not in output and "database is locked" not in output
     shown = run([*DVC, "exp", "show", "--csv"], root, env)
     assert "four" in shown and "five" in shown

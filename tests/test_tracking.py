@@ -15,7 +15,7 @@ from mlflow import MlflowClient  # noqa: E402
 
 from dreamer.config import config_from_dict  # noqa: E402
 from pipeline import tracking  # noqa: E402
-from tests.helpers import free_port  # noqa: E402
+from tests.helpers import free_port, process_env  # noqa: E402
 
 # mlflow 3.17 itself triggers this SQLAlchemy deprecation when it opens a sqlite store
 pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy is deprecated")
@@ -323,8 +323,11 @@ def test_experiment_creation_race_is_tolerated(store):
             self.calls += 1
             return None if self.calls == 1 else client.get_experiment_by_name(name)
 
-        def create_experiment(self, name, artifact_location=None):
-            return client.create_experiment(name, artifact_location=artifact_location)
+        def create_experiment(self, name, artifact_location=None, tags=None):
+            return client.create_experiment(name, artifact_location=artifact_location, tags=tags)
+
+        def set_experiment_tag(self, *args):
+            return client.set_experiment_tag(*args)
 
     assert tracking.get_or_create_experiment("raced", None, LateClient()) == (
         client.get_experiment_by_name("raced").experiment_id
@@ -466,12 +469,7 @@ def test_training_survives_its_tracking_server_stopping_and_restarting(tmp_path)
     store.mkdir()
     log = tmp_path / "server.log"
     write_params(tmp_path, **{"training.log_every": 1, "training.env_steps": 1000})
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(repo),
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}",
-    }
-    env.pop("DREAMER_FAULT", None)
+    env = process_env(PYTHONPATH=str(repo), MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")
     server = _start_server(port, store, log)
     try:
         subprocess.run(
