@@ -8,11 +8,13 @@ In a scratch git + DVC copy of this repository, on debug-size params (``DEBUG_PA
 
 1. a reference: ``dvc repro`` once, uninterrupted;
 2. chains: from a clean copy, ``dvc repro`` killed (SIGKILL to its whole process group), again and
-   again, then one last ``dvc repro`` that must finish. A kill is either a timer (a uniformly
-   random moment of the whole pipeline's duration: warm-up, training, evaluation, plotting, the
-   MLflow calls between them, DVC's own lock updates) or a fault point (``dreamer.faults``: inside
-   a checkpoint write, after training before its outputs, inside the MLflow model upload, before
-   the evaluation and the plot write their outputs), so that kills land where a timer rarely does;
+   again, then one last ``dvc repro`` that must finish. Each chain's first kill is the next fault
+   point in turn (``dreamer.faults``: inside each step of a checkpoint write, after training
+   before its outputs, inside the MLflow model upload, before the warm-up, the evaluation and the
+   plot finish their outputs), so that kills land where a timer rarely does; the chain's later
+   kills are timers (a uniformly random moment of the uninterrupted run's duration: warm-up,
+   training, evaluation, plotting, the MLflow calls between them, DVC's own lock updates). A
+   chain ends after ``--per-chain`` kills, or when an attempt finished before its kill;
 3. every chain's final outputs against the reference: the agent's weights bit for bit, the warm-up
    replay's chunks byte for byte, ``metrics/eval.json`` exactly, the training curves and
    ``metrics/train.json`` exactly but for the columns and keys that time the process
@@ -26,6 +28,7 @@ Prints one line per kill (the stage it hit, the outcome) and a summary; with ``-
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import random
@@ -35,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -94,21 +98,21 @@ def main(argv=None) -> int:
         if done.returncode != 0:
             raise SystemExit(f"the uninterrupted reference run failed:\n{done.stdout[-3000:]}")
         print(f"reference: dvc repro uninterrupted in {duration:.1f} s", flush=True)
-        schedule = plan(args.kills, args.points_only, rng)
-        if args.points:
-            schedule, args.kills = [("point", point) for point in args.points], len(args.points)
-        kills, chains, in_chain = [], [], 0
+        points = itertools.cycle(args.points or [point for point, _ in POINTS])
+        kills, chains, in_chain, attempts = [], [], 0, 0
         chain = new_chain(template, scratch, chains)
-        while sum(k["outcome"] == "killed" for k in kills) < args.kills:
-            if len(kills) >= 3 * args.kills:
+        target_kills = len(args.points) if args.points else args.kills
+        while sum(k["outcome"] == "killed" for k in kills) < target_kills:
+            if len(kills) >= 3 * target_kills:
                 raise SystemExit(f"only {len(kills)} attempts landed so few kills; giving up")
-            kind, target = schedule[len(kills) % len(schedule)]
+            kind, target = next_kill(points, attempts, args)
             kills.append(kill_once(chain, kind, target, duration, rng, len(kills) + 1))
             print(format_kill(kills[-1]), flush=True)
+            attempts += 1
             in_chain += kills[-1]["outcome"] == "killed"
             if kills[-1]["outcome"] != "killed" or in_chain == args.per_chain:
                 chains.append(finish_chain(chain, reference, kills))
-                chain, in_chain = new_chain(template, scratch, chains), 0
+                chain, in_chain, attempts = new_chain(template, scratch, chains), 0, 0
         if in_chain:
             chains.append(finish_chain(chain, reference, kills))
         summary = summarise(kills, chains, duration, args)
@@ -160,14 +164,13 @@ def make_template(folder: Path, debug_params: dict) -> Path:
     return folder
 
 
-def plan(kills: int, points_only: bool, rng: random.Random) -> list[tuple[str, str]]:
-    """The kills to try, in order (repeated if some do not land): every fault point once and,
-    unless ``points_only``, as many timers as it takes to reach ``kills``, shuffled."""
-    schedule = [("point", point) for point, _ in POINTS]
-    if not points_only:
-        schedule += [("timer", "")] * max(kills - len(schedule), len(schedule))
-    rng.shuffle(schedule)
-    return schedule
+def next_kill(points: Iterator[str], in_chain: int, args) -> tuple[str, str]:
+    """The next kill: with ``--points``, those points in order; otherwise each chain starts with
+    the next fault point in turn (every stage is still to run then, so it lands), then timers
+    (or, with ``--points-only``, points again)."""
+    if args.points or args.points_only or in_chain == 0:
+        return "point", next(points)
+    return "timer", ""
 
 
 def kill_once(chain: Path, kind: str, target: str, duration: float, rng, number: int) -> dict:
