@@ -43,6 +43,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from dreamer.faults import KILLED_MARKER  # noqa: E402
 from dreamer.loop import TIMING_COLUMNS  # noqa: E402
 from dreamer.run import TIMING_KEYS  # noqa: E402
 from tests.helpers import TINY_PARAMS, copy_worktree, process_env, set_params  # noqa: E402
@@ -208,7 +209,7 @@ def kill_once(chain: Path, kind: str, target: str, duration: float, rng, number:
     running = [s for s in STAGES if f"Running stage '{s}'" in text]
     stage = running[-1] if running else "dvc (before any stage)"
     if kind == "point":
-        killed = "exited with -9" in text
+        killed = KILLED_MARKER in text
         hit = dict(POINTS).get(target, "?") if killed else "-"
         outcome = "killed" if killed else f"point not reached (rc {returncode})"
     else:

@@ -6,15 +6,21 @@ environment lookup; points sit only where a kill is worth proving survivable (in
 write, between training and its outputs, before a model upload), never in a hot loop. A timer
 can rarely hit those few milliseconds on purpose; ``benchmarks/fault_injection.py`` also kills at
 random moments from outside.
+
+Before dying a point writes ``KILLED_MARKER`` and its name to stderr: how a SIGKILLed stage shows in
+DVC's log depends on the shell DVC runs it with (``exited with -9`` when the shell execs the
+command, ``exited with 137`` when it forks), so the tests and the benchmark look for the marker.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import sys
 from collections import Counter
 
 ENV_VAR = "DREAMER_FAULT"
+KILLED_MARKER = "fault point reached, SIGKILL:"
 _passed: Counter[str] = Counter()
 
 
@@ -28,4 +34,5 @@ def fault_point(name: str) -> None:
         return
     _passed[name] += 1
     if _passed[name] == int(count or 1):
+        print(f"{KILLED_MARKER} {spec}", file=sys.stderr, flush=True)
         os.kill(os.getpid(), signal.SIGKILL)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from dreamer.faults import KILLED_MARKER
+
 REPO = Path(__file__).resolve().parents[1]
 STAGES = ("warmup", "train", "evaluate", "plot")
 DVC = [sys.executable, "-m", "dvc"]
@@ -177,5 +179,8 @@ def repro_killed_at(root: Path, env: dict, fault: str, timeout: float = 600) -> 
         text=True,
         timeout=timeout,
     )
-    assert done.returncode != 0, f"no kill at {fault}:\n{done.stdout[-3000:]}"
-    return done.stdout + done.stderr
+    output = done.stdout + done.stderr
+    assert done.returncode != 0 and f"{KILLED_MARKER} {fault}" in output, (
+        f"no kill at {fault}:\n{output[-3000:]}"
+    )
+    return output

@@ -16,6 +16,7 @@ import json
 
 import pytest
 
+from dreamer.faults import KILLED_MARKER
 from tests.helpers import (
     DVC,
     TINY_PARAMS,
@@ -67,7 +68,8 @@ def test_dvc_exp_run_killed_after_a_checkpoint_resumes_and_finishes(repo, env_id
     before = _mirrored(root)
     command = [*DVC, "exp", "run", "-S", f"env.id={env_id}", *FAMILIES[env_id], *SHORT]
     killed = run_failing(command, root, {**env, "DREAMER_FAULT": "checkpoint.renamed:1"})
-    assert "Running stage 'train'" in killed and "exited with -9" in killed, killed[-2000:]
+    assert f"{KILLED_MARKER} checkpoint.renamed:1" in killed, killed[-2000:]
+    assert "failed to reproduce 'train'" in killed, killed[-2000:]
     assert len(_mirrored(root)) > len(before)  # the killed run wrote one (mirror first)
     assert not (root / "models/agent.pt").exists()
 
@@ -107,7 +109,7 @@ def test_dvc_exp_run_killed_before_its_outputs_writes_only_the_outputs(repo):
     params = (root / "params.yaml").read_text()
     command = [*DVC, "exp", "run", "-S", "seed=9"]  # new params: warm-up and training again
     killed = run_failing(command, root, {**env, "DREAMER_FAULT": "train.outputs"})
-    assert "exited with -9" in killed, killed[-2000:]
+    assert f"{KILLED_MARKER} train.outputs" in killed, killed[-2000:]
     again = run([*DVC, "exp", "run"], root, env)
     line = next(x for x in again.splitlines() if "holds the finished run" in x)
     assert "(restored from its copy in " in line and line.endswith("writing its outputs only")
