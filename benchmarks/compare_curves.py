@@ -1,9 +1,9 @@
 """Training curves of two to four sets of runs in one PNG, with when each first reaches a target.
 
     python benchmarks/compare_curves.py --title "CartPole-v1" --target 475 \
-        --a "eager float32" benchmarks/results/cartpole_T32_seed*.csv \
-        --b "compiled, bf16" benchmarks/results/cartpole_fast_seed*.csv \
-        --out benchmarks/results/cartpole_eager_vs_fast.png
+        --a "eager float32" benchmarks/results/archive/cartpole_T32_seed*.csv \
+        --b "compiled, bf16" benchmarks/results/archive/cartpole_fast_seed*.csv \
+        --out benchmarks/results/archive/cartpole_eager_vs_fast.png
 
 Each CSV is an episodes table (``env_step``, ``return``), as ``benchmarks/learning.py --curves``
 and the train stage write. Prints, per run, the first env step at which the rolling mean of 5

@@ -1,7 +1,8 @@
 """Training curves of DeepMind Control runs next to the official DreamerV3 scores at the same steps.
 
-    python benchmarks/dmc_anchor_plot.py --out benchmarks/results/dmc_cartpole_balance.png \
-        --panel cartpole-balance benchmarks/results/dmc_cartpole_balance_seed*.csv --eval 675.6
+    cd benchmarks/results/archive && python ../../dmc_anchor_plot.py \
+        --out dmc_cartpole_balance.png \
+        --panel cartpole-balance dmc_cartpole_balance_seed*.csv --eval 675.6
     python benchmarks/dmc_anchor_plot.py --out OUT.png --panel cartpole-balance A.csv B.csv \
         --panel walker-stand C.csv            # one panel per task, side by side
     python benchmarks/dmc_anchor_plot.py --out OUT.png --panel cartpole-swingup A.csv --eval 481.3 \

@@ -43,6 +43,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from benchmarks.study import code_commit, machine, write_summary  # noqa: E402
 from dreamer.faults import KILLED_MARKER  # noqa: E402
 from dreamer.loop import TIMING_COLUMNS  # noqa: E402
 from dreamer.run import TIMING_KEYS  # noqa: E402
@@ -299,6 +300,8 @@ def summarise(kills: list[dict], chains: list[dict], duration: float, args) -> d
     )
     return {
         "command": command,
+        "code_commit": code_commit(),
+        "machine": machine("float32"),  # the debug pipeline's precision
         "params": {
             **DEBUG_PARAMS,
             "training": {**DEBUG_PARAMS["training"], "env_steps": args.env_steps},
@@ -315,7 +318,7 @@ def write_results(folder: Path, kills: list[dict], summary: dict) -> None:
 
     folder.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(kills).to_csv(folder / "kills.csv", index=False)
-    (folder / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    write_summary(folder, summary)
 
 
 if __name__ == "__main__":

@@ -93,6 +93,7 @@ def main(argv=None) -> None:
             )
     if args.curves:
         _plot_curves(Path(args.curves), args.env or "default")
+        _write_study(Path(args.curves), args, results)
     if args.json:
         print(json.dumps({"results": results}))
 
@@ -129,6 +130,44 @@ def _run(command: list[str]) -> str:
 
 def _git(*args: str) -> str:
     return _run(["git", *args])
+
+
+def _write_study(folder: Path, args, results: list[dict]) -> None:
+    """The runs as a study's ``summary.json`` (``benchmarks/results_doc.py`` reads it)."""
+    sys.path.insert(0, str(ROOT))
+    from benchmarks.study import code_commit, machine, write_summary
+
+    stem = _file_stem(args.env or "default")
+    runs = [
+        {
+            "label": " ".join(args.set) or "defaults",
+            "seed": r["seed"],
+            "curve": f"{stem}_seed{r['seed']}.csv",
+            **{k: r[k] for k in ("eval_return_mean", "eval_return_std", "random_return_mean")},
+            **{k: r[k] for k in ("train_seconds", "compile_seconds", "pipeline_seconds")},
+            "peak_rss_mib": r["peak_rss_mib"],
+            "experiment": r["experiment"],
+        }
+        for r in results
+    ]
+    command = "python benchmarks/learning.py " + " ".join(
+        [*(["--env", args.env] if args.env else []), "--seeds", *map(str, args.seeds)]
+        + (["--set", *args.set] if args.set else [])
+        + ["--curves", str(folder)]
+    )
+    summary = {
+        "title": f"{args.env or 'the default env'}, seeds {', '.join(map(str, args.seeds))}",
+        "question": "(say what the study asks)",
+        "command": command,
+        "path": "dvc exp run --temp per seed (the pipeline users run)",
+        "code_commit": code_commit(),
+        "machine": machine(results[0]["matmul_dtype"] if results else "?"),
+        "env_steps": results[0]["env_steps"] if results else 0,
+        "gradient_steps": results[0]["gradient_steps"] if results else 0,
+        "figure": f"{stem}_curves.png",
+        "runs": runs,
+    }
+    write_summary(folder, summary)
 
 
 def _file_stem(env_id: str) -> str:
