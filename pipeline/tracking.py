@@ -59,9 +59,12 @@ if TYPE_CHECKING:
 DB_NAME = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 PARENT_TAG = "mlflow.parentRunId"
-# The MLflow UI opens an experiment on its GenAI overview unless it is marked as model training:
-# then it opens on the runs table, where the curves and the comparison are.
+# The MLflow UI (3.x) opens an experiment on its GenAI overview. Where its workflow toggle is off it
+# reads the experiment's kind tag; where it is on (MLflow 3.17's own server) the toggle decides, and
+# a link with ``?workflowType=machine_learning`` opens the runs table (checked in headless
+# Chromium: benchmarks/mlflow_ui_check.py). Both are set: the tag here, the link by ui_url.
 KIND_TAG, KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
+UI_WORKFLOW = "workflowType=machine_learning"
 STAGES = ("warmup", "train", "evaluate", "plot")  # dvc.yaml's order, for grouping runs
 PROBE_TIMEOUT_S = 5.0
 # A server that answered with these credentials within this many seconds is not asked again: a
@@ -282,6 +285,17 @@ def get_or_create_experiment(
             "mlflow.experiment to another name"
         )
     return experiment.experiment_id
+
+
+def ui_url(base: str, experiment_id: str) -> str:
+    """The MLflow UI's link to an experiment's runs table (not its GenAI overview)."""
+    return f"{base.rstrip('/')}/#/experiments/{experiment_id}?{UI_WORKFLOW}"
+
+
+def find_experiment_id(uri: str, name: str) -> str | None:
+    """The id of experiment ``name`` in the store at ``uri``, or None if it has none yet."""
+    experiment = MlflowClient(uri).get_experiment_by_name(name)
+    return experiment.experiment_id if experiment is not None else None
 
 
 # --- runs -----------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ retrain nothing. (Several machines sharing remotes and a server: ``tests/test_te
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ from tests.helpers import (  # noqa: E402
     COMPILED_PARAMS,
     DVC,
     KERNEL_CACHE,
+    REPO,
     STAGES,
     TINY_PARAMS,
     copy_worktree,
@@ -205,3 +207,24 @@ def test_two_queued_experiments_log_every_row_at_once_into_the_root_store(repo):
     assert {r.data.tags["dvc_exp_name"]: r.data.metrics["eval/episodes"] for r in evaluations}[
         "four"
     ] == 4
+
+
+def test_the_mlflow_ui_opens_on_the_runs_table_and_draws_train_curves(repo):
+    """The README's MLflow UI steps in headless Chromium (``benchmarks/mlflow_ui_check.py``):
+    ``python -m pipeline.ui``'s link opens the runs table, not the GenAI overview, and the train
+    runs of two pipelines draw ``train/return`` side by side. Skips without Chromium."""
+    pytest.importorskip("playwright")
+    spec = importlib.util.spec_from_file_location(
+        "mlflow_ui_check", REPO / "benchmarks" / "mlflow_ui_check.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not Path(module.CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {module.CHROMIUM} (Debian package chromium)")
+    client = MlflowClient(f"sqlite:///{repo['root']}/mlflow.db")
+    experiment = client.get_experiment_by_name(TINY_PARAMS["mlflow"]["experiment"])
+    trained = client.search_runs([experiment.experiment_id], "tags.stage = 'train'")
+    runs = min(2, len(trained))  # 3 after the queued test above; 1 when run alone
+    seen = module.check(repo["root"], runs=runs, env=repo["env"])
+    assert seen["link"].endswith("?workflowType=machine_learning")
+    assert seen["pipeline_rows"] >= runs and seen["train_return_lines"] >= runs
