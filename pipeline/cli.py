@@ -1,6 +1,8 @@
-"""What every stage script shares: argument parsing, config loading, one-line errors, atomic writes.
+"""What every stage script shares: its opening (arguments, config, store check), its MLflow run,
+one-line errors and atomic writes.
 
-Light on purpose: it imports neither torch nor pandas, so a stage loads only what it uses.
+Light on purpose: it imports neither torch nor pandas, and mlflow only when a stage starts, so a
+stage loads only what it uses.
 """
 
 from __future__ import annotations
@@ -25,6 +27,37 @@ def parser(description: str) -> argparse.ArgumentParser:
 def load(params_path: str) -> Config:
     """Load and validate the config (one line naming the key on error, before any work)."""
     return load_config(params_path)
+
+
+def start(
+    doc: str, paths: dict[str, str], argv: list[str] | None
+) -> tuple[argparse.Namespace, Config]:
+    """Every stage's opening: parse ``--params`` and the stage's paths, load and check the config,
+    and check the MLflow store, so bad params, an unreachable server or a refused login fail in
+    one line before any work.
+
+    Args:
+        doc: the stage's module docstring (its first line is the ``--help`` description).
+        paths: ``{"--flag": "help"}``; each is required: ``dvc.yaml``'s ``cmd`` names every path,
+            so the stage script does not repeat them as defaults.
+    """
+    from pipeline.tracking import check_store
+
+    p = parser(doc.splitlines()[0])
+    for flag, help_text in paths.items():
+        p.add_argument(flag, required=True, help=help_text)
+    args = p.parse_args(argv)
+    cfg = load(args.params)
+    check_store(cfg)
+    return args, cfg
+
+
+def stage_run(cfg: Config, stage: str):
+    """The stage's MLflow run, nested in this pipeline execution's parent run
+    (:func:`pipeline.tracking.stage_run` under :func:`pipeline.tracking.pipeline_parent_id`)."""
+    from pipeline import tracking
+
+    return tracking.stage_run(cfg, stage, tracking.pipeline_parent_id(cfg))
 
 
 def run(main: Callable[[list[str] | None], object], argv: list[str] | None = None) -> int:

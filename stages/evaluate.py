@@ -18,20 +18,18 @@ from dreamer.evaluation import evaluate_agent
 from dreamer.faults import fault_point
 from pipeline import cli, schemas, tables
 from pipeline.media import write_gif
-from pipeline.tracking import check_store, pipeline_parent_id, stage_run
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = cli.parser(__doc__.splitlines()[0])
-    p.add_argument("--agent", default="models/agent.pt")
-    p.add_argument("--metrics", default="metrics/eval.json")
-    p.add_argument("--episodes-csv", default="metrics/eval/episodes.csv")
-    p.add_argument("--media", default="media/eval", help="folder for the episode video")
-    args = p.parse_args(argv)
-    cfg = cli.load(args.params)
-    check_store(cfg)  # an unreachable server or a refused login fails before any work
+    paths = {
+        "--agent": "the agent file to evaluate",
+        "--metrics": "the summary JSON",
+        "--episodes-csv": "the per-episode table",
+        "--media": "the folder for the episode video and the open-loop prediction",
+    }
+    args, cfg = cli.start(__doc__, paths, argv)
     evaluation, info = evaluate_agent(args.agent, cfg)  # a bad agent file fails before MLflow
-    with stage_run(cfg, "evaluate", pipeline_parent_id(cfg)) as run:
+    with cli.stage_run(cfg, "evaluate") as run:
         run.set_tags({"upstream.train_run_id": info.get("mlflow_run_id", "")})
         episodes = schemas.validate_episodes(
             tables.episodes_frame(evaluation.records), args.episodes_csv

@@ -17,21 +17,19 @@ from pathlib import Path
 from dreamer.faults import fault_point
 from pipeline import cli, plots, schemas
 from pipeline.media import read_gif
-from pipeline.tracking import check_store, pipeline_parent_id, stage_run
 
 FRAME_GRID = 16  # frames shown in eval_frames.png
 OPEN_LOOP_EVERY = 5  # steps between the rows of open_loop.png
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = cli.parser(__doc__.splitlines()[0])
-    p.add_argument("--curves", default="metrics/train")
-    p.add_argument("--eval", default="metrics/eval.json")
-    p.add_argument("--media", default="media/eval")
-    p.add_argument("--out", default="plots")
-    args = p.parse_args(argv)
-    cfg = cli.load(args.params)
-    check_store(cfg)  # an unreachable server or a refused login fails before any work
+    paths = {
+        "--curves": "the training curves folder",
+        "--eval": "the evaluation summary JSON",
+        "--media": "the evaluation's media folder",
+        "--out": "the folder for the figures",
+    }
+    args, cfg = cli.start(__doc__, paths, argv)
     curves, out = Path(args.curves), Path(args.out)
     # Validate what crosses the stage boundary before drawing it.
     schemas.read_csv(curves / "returns.csv", schemas.validate_train_returns)
@@ -42,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         raise FileNotFoundError(
             f"{args.eval}: missing or corrupt evaluation summary ({exc})"
         ) from None
-    with stage_run(cfg, "plot", pipeline_parent_id(cfg)) as run:
+    with cli.stage_run(cfg, "plot") as run:
         written = [
             plots.plot_returns(
                 curves / "returns.csv", evaluation, out / "returns.png", title=cfg.env.id

@@ -19,19 +19,18 @@ from dreamer.faults import fault_point
 from dreamer.run import TrainingRun, load_warmup
 from pipeline import cli, tables
 from pipeline.progress import TrainMonitor
-from pipeline.tracking import check_store, pipeline_parent_id, project_root, stage_run
+from pipeline.tracking import project_root
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = cli.parser(__doc__.splitlines()[0])
-    p.add_argument("--warmup", default="data/warmup")
-    p.add_argument("--checkpoint", default="models/checkpoint")
-    p.add_argument("--agent", default="models/agent.pt")
-    p.add_argument("--metrics", default="metrics/train.json")
-    p.add_argument("--curves", default="metrics/train")
-    args = p.parse_args(argv)
-    cfg = cli.load(args.params)
-    check_store(cfg)  # an unreachable server or a refused login fails before any work
+    paths = {
+        "--warmup": "the warm-up folder to start from",
+        "--checkpoint": "the checkpoint folder (resumed from, written to)",
+        "--agent": "the trained agent file",
+        "--metrics": "the summary JSON",
+        "--curves": "the folder for returns.csv and losses.csv",
+    }
+    args, cfg = cli.start(__doc__, paths, argv)
     meta, warmup = load_warmup(Path(args.warmup), cfg)
     cache = use_cache_dir(project_root() / ".cache" / "torch")
     mirror = project_root() / ".cache" / "checkpoints"  # survives dvc exp run's checkout
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
 
-    with stage_run(cfg, "train", pipeline_parent_id(cfg)) as run:
+    with cli.stage_run(cfg, "train") as run:
         run.set_tags(
             {
                 "resumed": training.resumed,

@@ -13,18 +13,13 @@ from dreamer.atomic import atomic_dir
 from dreamer.faults import fault_point
 from dreamer.run import collect_warmup, save_warmup
 from pipeline import cli, schemas, tables
-from pipeline.tracking import check_store, pipeline_parent_id, stage_run
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = cli.parser(__doc__.splitlines()[0])
-    p.add_argument("--out", default="data/warmup", help="output folder")
-    args = p.parse_args(argv)
-    cfg = cli.load(args.params)
-    check_store(cfg)  # an unreachable server or a refused login fails before any work
+    args, cfg = cli.start(__doc__, {"--out": "the warm-up folder (data/warmup)"}, argv)
     out = Path(args.out)
     warmup = collect_warmup(cfg)  # checks the env id and spaces first
-    with stage_run(cfg, "warmup", pipeline_parent_id(cfg)) as run:
+    with cli.stage_run(cfg, "warmup") as run:
         transitions = tables.validate_replay(warmup.replay, warmup.vector_bounds, f"{out}/replay")
         episodes = schemas.validate_episodes(
             tables.episodes_frame(warmup.records), f"{out}/episodes.csv"

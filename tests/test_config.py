@@ -6,14 +6,14 @@ import yaml
 from pydantic import ValidationError
 
 from dreamer.config import (
-    MODEL_PRESETS,
+    Config,
     ConfigError,
     TrainingConfig,
-    _preset_entries,
     config_from_dict,
     load_config,
     override,
 )
+from dreamer.presets import MODEL_PRESETS, _preset_entries
 
 PARAMS = Path(__file__).resolve().parents[1] / "params.yaml"
 
@@ -320,7 +320,9 @@ def test_bad_presets_are_named(presets, message):
 
 
 def test_the_shipped_params_file_and_every_preset_in_it_are_valid():
-    env_ids = _preset_entries(yaml.safe_load(PARAMS.read_text())["presets"])
+    env_ids = _preset_entries(
+        yaml.safe_load(PARAMS.read_text())["presets"], set(Config.model_fields)
+    )
     assert {"Pendulum-v1", "CartPole-v1", "CarRacing-v3", "dm_control/walker-stand-v0"} <= set(
         env_ids
     )
