@@ -51,18 +51,23 @@ address space rather than resident memory.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from .atomic import link_or_copy, write_bytes
+from .atomic import link_or_copy
 from .envs import EnvSpec
 from .errors import ReplayError
-from .replay_files import CHUNK_PATTERN, FORMAT_VERSION, read_chunk, read_meta, write_chunk
+from .replay_files import (
+    CHUNK_PATTERN,
+    chunk_entries,
+    read_chunk,
+    read_index,
+    write_chunk,
+    write_index,
+)
 
 _FLAGS = ("is_first", "is_last", "is_terminal")
 _REDRAWS = 20  # rejection rounds for windows inside one stream (ReplayBuffer.sample_index)
@@ -480,22 +485,12 @@ class ReplayBuffer:
             rows = self._chunk_rows(chunk)
             arrays = {name: array[start : start + rows] for name, array in self._data.items()}
             self._chunk_crcs[chunk] = write_chunk(path, arrays)
-        meta = {
-            "format_version": FORMAT_VERSION,
-            "spec": self.spec.to_dict(),
-            "capacity": self.capacity,
-            "chunk_size": self.chunk_size,
-            "size": self._size,
-            "cursor": self._cursor,
-            "total_steps": self._total_steps,
-            "chunks": {
-                CHUNK_PATTERN.format(c): {"rows": self._chunk_rows(c), "crc": self._chunk_crcs[c]}
-                for c in used
-            },
-        }
-        write_bytes(directory / "meta.json", json.dumps(meta, indent=1).encode(), sync=True)
-        for stale in set(directory.glob("chunk_*.npz")) - {directory / n for n in meta["chunks"]}:
-            stale.unlink()
+        write_index(
+            directory,
+            self.spec,
+            ring=(self.capacity, self.chunk_size, self._size, self._cursor, self._total_steps),
+            chunks={c: (self._chunk_rows(c), self._chunk_crcs[c]) for c in used},
+        )
         self._synced_dir = directory.resolve()
         self._dirty_chunks = set()
 
@@ -516,36 +511,18 @@ class ReplayBuffer:
                 the message names the file.
         """
         directory = Path(directory)
-        meta_path = directory / "meta.json"
-        meta = read_meta(meta_path)
-        stored_spec = EnvSpec.from_dict(meta["spec"])
-        if spec is not None and spec != stored_spec:
-            field = next(
-                f.name
-                for f in dataclasses.fields(EnvSpec)
-                if getattr(spec, f.name) != getattr(stored_spec, f.name)
-            )
-            raise ReplayError(
-                f"{meta_path}: replay was recorded for another environment spec ({field}: stored "
-                f"{getattr(stored_spec, field)!r}, expected {getattr(spec, field)!r})"
-            )
-        buffer = cls(stored_spec, meta["capacity"], meta["chunk_size"])
+        meta = read_index(directory, spec)
+        buffer = cls(EnvSpec.from_dict(meta["spec"]), meta["capacity"], meta["chunk_size"])
         buffer._size, buffer._cursor = meta["size"], meta["cursor"]
         buffer._total_steps = meta["total_steps"]
-        expected = {CHUNK_PATTERN.format(c): c for c in buffer._used_chunks()}
-        if set(meta["chunks"]) != set(expected):
-            raise ReplayError(
-                f"{meta_path}: corrupt replay metadata (chunks "
-                f"{sorted(meta['chunks'])} do not cover the {meta['size']} steps)"
-            )
-        for name, chunk in expected.items():
-            entry = meta["chunks"][name]
+        used = buffer._used_chunks()
+        crcs = chunk_entries(directory, meta, {c: buffer._chunk_rows(c) for c in used})
+        for chunk in used:
             start, rows = chunk * buffer.chunk_size, buffer._chunk_rows(chunk)
-            if entry.get("rows") != rows or not isinstance(entry.get("crc"), dict):
-                raise ReplayError(f"{meta_path}: corrupt replay metadata (entry for {name})")
-            arrays = read_chunk(directory / name, buffer._layout, rows, entry["crc"])
+            path = directory / CHUNK_PATTERN.format(chunk)
+            arrays = read_chunk(path, buffer._layout, rows, crcs[chunk])
             for key, array in arrays.items():
                 buffer._data[key][start : start + rows] = array
-            buffer._chunk_crcs[chunk] = entry["crc"]
+            buffer._chunk_crcs[chunk] = crcs[chunk]
         buffer._synced_dir = directory.resolve()
         return buffer

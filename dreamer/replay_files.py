@@ -9,6 +9,7 @@ damaged, of another format version, or that does not match the index.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import zipfile
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_bytes
 from .envs import EnvSpec
 from .errors import ReplayError
 
@@ -44,6 +45,72 @@ def write_chunk(path: Path, arrays: dict[str, np.ndarray]) -> dict[str, int]:
             info.external_attr = 0o644 << 16  # readable when unzipped by hand
             archive.writestr(info, member.getbuffer(), zipfile.ZIP_DEFLATED, compresslevel=3)
             crcs[name] = zlib.crc32(member.getbuffer())
+    return crcs
+
+
+def write_index(
+    directory: Path, spec: EnvSpec, ring: tuple[int, int, int, int, int], chunks: dict
+) -> None:
+    """Write ``meta.json`` (synced: it comes after the chunks it lists) and delete chunk files it
+    does not list.
+
+    Args:
+        ring: ``(capacity, chunk_size, size, cursor, total_steps)`` of the buffer.
+        chunks: ``{chunk number: (rows, {array name: CRC})}`` of every chunk holding steps.
+    """
+    capacity, chunk_size, size, cursor, total_steps = ring
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "spec": spec.to_dict(),
+        "capacity": capacity,
+        "chunk_size": chunk_size,
+        "size": size,
+        "cursor": cursor,
+        "total_steps": total_steps,
+        "chunks": {
+            CHUNK_PATTERN.format(c): {"rows": rows, "crc": crc} for c, (rows, crc) in chunks.items()
+        },
+    }
+    write_bytes(directory / "meta.json", json.dumps(meta, indent=1).encode(), sync=True)
+    for stale in set(directory.glob("chunk_*.npz")) - {directory / n for n in meta["chunks"]}:
+        stale.unlink()
+
+
+def read_index(directory: Path, spec: EnvSpec | None = None) -> dict:
+    """``meta.json`` of a saved buffer, checked (:func:`read_meta`); with ``spec``, the stored
+    spec must equal it (the error names the first field that differs)."""
+    meta_path = directory / "meta.json"
+    meta = read_meta(meta_path)
+    stored = EnvSpec.from_dict(meta["spec"])
+    if spec is not None and spec != stored:
+        field = next(
+            f.name
+            for f in dataclasses.fields(EnvSpec)
+            if getattr(spec, f.name) != getattr(stored, f.name)
+        )
+        raise ReplayError(
+            f"{meta_path}: replay was recorded for another environment spec ({field}: stored "
+            f"{getattr(stored, field)!r}, expected {getattr(spec, field)!r})"
+        )
+    return meta
+
+
+def chunk_entries(directory: Path, meta: dict, rows: dict[int, int]) -> dict[int, dict]:
+    """The CRCs of each chunk the ring needs (``rows``: ``{chunk: stored steps}``), after checking
+    that ``meta.json`` lists exactly those chunks with those row counts."""
+    meta_path = directory / "meta.json"
+    expected = {CHUNK_PATTERN.format(c): c for c in rows}
+    if set(meta["chunks"]) != set(expected):
+        raise ReplayError(
+            f"{meta_path}: corrupt replay metadata (chunks "
+            f"{sorted(meta['chunks'])} do not cover the {meta['size']} steps)"
+        )
+    crcs = {}
+    for name, chunk in expected.items():
+        entry = meta["chunks"][name]
+        if entry.get("rows") != rows[chunk] or not isinstance(entry.get("crc"), dict):
+            raise ReplayError(f"{meta_path}: corrupt replay metadata (entry for {name})")
+        crcs[chunk] = entry["crc"]
     return crcs
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import dreamer.replay as replay_module
+import dreamer.replay_files as replay_files
 from dreamer.envs import EnvSpec
 from dreamer.replay import Batch, ReplayBuffer, ReplayError
 
@@ -270,14 +271,14 @@ def test_interrupted_save_is_detected(spec, tmp_path, monkeypatch):
     buffer.save(tmp_path)
     _fill(buffer, 25, 30)  # wraps into chunk 0
 
-    original = replay_module.write_bytes
+    original = replay_files.write_bytes
 
     def crash_on_meta(path, data, sync=False):
         if path.name == "meta.json":
             raise KeyboardInterrupt
         original(path, data, sync)
 
-    monkeypatch.setattr(replay_module, "write_bytes", crash_on_meta)
+    monkeypatch.setattr(replay_files, "write_bytes", crash_on_meta)
     with pytest.raises(KeyboardInterrupt):
         buffer.save(tmp_path)
     with pytest.raises(ReplayError, match="does not match meta.json"):
