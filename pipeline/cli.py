@@ -41,7 +41,7 @@ def start(
         paths: ``{"--flag": "help"}``; each is required: ``dvc.yaml``'s ``cmd`` names every path,
             so the stage script does not repeat them as defaults.
     """
-    from pipeline.tracking import check_store
+    from pipeline.store import check_store
 
     p = parser(doc.splitlines()[0])
     for flag, help_text in paths.items():

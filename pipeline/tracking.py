@@ -1,12 +1,6 @@
 """MLflow tracking for the stages: one run per stage, grouped under one run per pipeline execution.
 
-Where runs go (:func:`resolve_tracking_uri`): ``MLFLOW_TRACKING_URI`` wins, then
-``mlflow.tracking_uri`` from ``params.yaml``, else an embedded sqlite store ``<root>/mlflow.db``
-with artifacts in ``<root>/mlartifacts``. ``<root>`` is ``$DVC_ROOT`` when DVC runs the stage (DVC
-sets it to the original repository even inside the temporary clones of queued ``dvc exp run``),
-else the git top-level of the working directory. So workspace runs and queued experiments land in
-the store that ``mlflow ui`` opens in the project root. A relative sqlite path is taken relative to
-``<root>`` too.
+Where runs go (the store, the server probe, the experiment): :mod:`pipeline.store`.
 
 Grouping: one parent run ``pipeline <env id> [<dvc exp>] <time>`` per pipeline execution, each
 stage's run nested under it. Stages call ``stage_run(cfg, stage, pipeline_parent_id(cfg))``: the
@@ -16,22 +10,17 @@ changed, so an execution may start at any stage). Every run is tagged ``stage``,
 ``git_commit``, ``dvc_exp_name`` and ``config_hash``; the parent also carries the whole config as
 params, so the MLflow UI compares the pipeline runs of a sweep by the params that differ.
 
-This is the only module that imports mlflow. It uses ``MlflowClient`` with explicit run ids rather
-than mlflow's global active run, so nothing depends on (or leaks) fluent state.
+This module and :mod:`pipeline.store` are the only ones that import mlflow. It uses
+``MlflowClient`` with explicit run ids rather than mlflow's global active run, so nothing depends
+on (or leaks) fluent state.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import logging
 import math
 import os
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -51,251 +40,24 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.tracking.context import registry as context_registry
 
-from dreamer.errors import UserError
+from pipeline.store import (
+    QUICK_HTTP,
+    artifact_root,
+    check_tracking,
+    get_or_create_experiment,
+    git_output,
+    resolve_tracking_uri,
+    store_lock,
+    warn_once,
+)
 
 if TYPE_CHECKING:
     from dreamer.config import Config
 
-DB_NAME = "mlflow.db"
-ARTIFACTS_DIR = "mlartifacts"
 PARENT_TAG = "mlflow.parentRunId"
-# The MLflow UI (3.x) opens an experiment on its GenAI overview. Where its workflow toggle is off it
-# reads the experiment's kind tag; where it is on (MLflow 3.17's own server) the toggle decides, and
-# a link with ``?workflowType=machine_learning`` opens the runs table (checked in headless
-# Chromium: benchmarks/mlflow_ui_check.py). Both are set: the tag here, the link by ui_url.
-KIND_TAG, KIND_TRAINING = "mlflow.experimentKind", "custom_model_development"
-UI_WORKFLOW = "workflowType=machine_learning"
 STAGES = ("warmup", "train", "evaluate", "plot")  # dvc.yaml's order, for grouping runs
-PROBE_TIMEOUT_S = 5.0
-# A server that answered with these credentials within this many seconds is not asked again: a
-# stage probes at its start and again before each run it opens, and with basic-auth each probe
-# costs the server one deliberately slow password hash (about 0.3 s on a 2-core machine).
-PROBE_FRESH_S = 60.0
-_answered: dict[tuple[str, ...], float] = {}  # (uri, login env) -> time.monotonic() of the answer
 _MAX_METRICS_PER_BATCH = 1000  # MLflow's limit per log_batch call
 _MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
-_LOGIN_KEYS = ("USERNAME", "PASSWORD", "TOKEN")  # MLFLOW_TRACKING_<key>: what a client logs in with
-_warned: set[str] = set()
-# mlflow reads these at every request: a server that is down fails one call in seconds
-_QUICK_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
-
-
-class TrackingError(UserError, RuntimeError):
-    """The tracking store cannot be used as configured (one readable line)."""
-
-
-class MlflowUnavailable(TrackingError):
-    """An http(s) tracking server does not answer."""
-
-
-# --- where runs go --------------------------------------------------------------------------------
-def _git(*args: str, cwd: Path | None = None) -> str | None:
-    try:
-        done = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else None
-
-
-def project_root() -> Path:
-    """``$DVC_ROOT`` if set, else the git top-level of the working directory, else the cwd."""
-    if os.environ.get("DVC_ROOT"):
-        return Path(os.environ["DVC_ROOT"]).resolve()
-    top = _git("rev-parse", "--show-toplevel", cwd=Path.cwd())
-    return Path(top) if top else Path.cwd().resolve()
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI (relative paths left relative), else None."""
-    if not uri.startswith("sqlite:///"):
-        return None
-    path = uri[len("sqlite:///") :].split("?", 1)[0]
-    if not path or path == ":memory:":
-        return None
-    return Path(path)
-
-
-def resolve_tracking_uri(cfg_uri: str = "") -> str:
-    """The tracking URI to use: ``MLFLOW_TRACKING_URI``, else ``cfg_uri``, else the embedded store.
-
-    Args:
-        cfg_uri: ``mlflow.tracking_uri`` from ``params.yaml`` (empty: not set).
-    Returns:
-        A URI; sqlite URIs are absolute (``sqlite:////abs/path/mlflow.db``), relative ones being
-        taken relative to :func:`project_root` rather than to the working directory.
-    """
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip() or cfg_uri.strip()
-    if not uri:
-        return "sqlite:///" + (project_root() / DB_NAME).as_posix()
-    path = _sqlite_path(uri)
-    if path is not None and not path.is_absolute():
-        query = uri.partition("?")[2]
-        uri = "sqlite:///" + (project_root() / path).as_posix() + (f"?{query}" if query else "")
-    return uri
-
-
-def artifact_root(uri: str) -> str | None:
-    """Artifact location for new experiments: ``mlartifacts/`` beside a sqlite database.
-
-    None for other stores (a server chooses its own artifact store).
-    """
-    path = _sqlite_path(uri)
-    if path is None:
-        return None
-    return (path.resolve().parent / ARTIFACTS_DIR).as_uri()
-
-
-def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
-    """Fail fast, before any long work, if ``uri`` cannot be used.
-
-    An http(s) server must answer within ``timeout`` seconds (any HTTP status counts as an
-    answer); mlflow's own client would retry for minutes. For sqlite, the database's folder is
-    created.
-
-    A server with logins must accept the client's credentials (:func:`_check_login`). A server
-    that answered the same login less than ``PROBE_FRESH_S`` seconds ago is not asked again.
-
-    Raises:
-        MlflowUnavailable: ``mlflow tracking server http://… is unreachable (…)``.
-        TrackingError: the server requires a login, or refuses the one given.
-    """
-    if uri.startswith(("http://", "https://")):
-        login = (uri, *(os.environ.get(f"MLFLOW_TRACKING_{k}", "") for k in _LOGIN_KEYS))
-        if time.monotonic() - _answered.get(login, -math.inf) < PROBE_FRESH_S:
-            return
-        try:
-            try:
-                urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
-            except urllib.error.HTTPError:
-                pass  # it answered: reachable, whatever it thinks of /health
-            _check_login(uri, timeout)
-        except (urllib.error.URLError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            if isinstance(reason, TimeoutError) or "timed out" in str(reason):
-                why = f"no answer within {timeout:g} s"
-            else:
-                why = getattr(reason, "strerror", None) or str(reason) or type(reason).__name__
-            raise MlflowUnavailable(
-                f"mlflow tracking server {uri} is unreachable ({why}); start it, or unset "
-                "MLFLOW_TRACKING_URI / mlflow.tracking_uri to use the local store"
-            ) from None
-        _answered[login] = time.monotonic()
-        return
-    path = _sqlite_path(uri)
-    if path is not None:
-        path.resolve().parent.mkdir(parents=True, exist_ok=True)
-        _use_wal(path.resolve())
-
-
-def _use_wal(path: Path) -> None:
-    """Put a sqlite store in write-ahead-log mode (once; the mode is stored in the file): readers
-    then never block the writer, so queued experiments and a browsing ``mlflow ui`` share one
-    store without "database is locked". Left as it is if another process holds it right now."""
-    import sqlite3
-
-    try:
-        with contextlib.closing(sqlite3.connect(path, timeout=5)) as db:
-            if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-                db.execute("PRAGMA journal_mode=WAL")
-    except sqlite3.Error as exc:
-        _warn_once(f"{path}: could not switch the MLflow store to WAL mode ({exc})")
-
-
-def _check_login(uri: str, timeout: float) -> None:
-    """One authenticated read (search one experiment) with the credentials MLflow's client will
-    send (``MLFLOW_TRACKING_USERNAME`` / ``_PASSWORD``, or ``MLFLOW_TRACKING_TOKEN``): a server
-    with logins (``mlflow server --app-name basic-auth``) that refuses them fails here in
-    one line, instead of at the first logged metric after the warm-up."""
-    request = urllib.request.Request(
-        uri.rstrip("/") + "/api/2.0/mlflow/experiments/search?max_results=1"
-    )
-    user, password = (os.environ.get(f"MLFLOW_TRACKING_{k}") for k in ("USERNAME", "PASSWORD"))
-    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
-    if user and password:
-        pair = base64.b64encode(f"{user}:{password}".encode()).decode()
-        request.add_header("Authorization", f"Basic {pair}")
-    elif token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=timeout):
-            return
-    except urllib.error.HTTPError as exc:
-        if exc.code not in (401, 403):
-            return  # reachable; anything else is the server's business, not a login problem
-        if not (user and password) and not token:
-            raise TrackingError(
-                f"mlflow tracking server {uri} requires a login: set MLFLOW_TRACKING_USERNAME "
-                "and MLFLOW_TRACKING_PASSWORD"
-            ) from None
-        who = f"user {user!r}" if user and password else "MLFLOW_TRACKING_TOKEN"
-        raise TrackingError(
-            f"mlflow tracking server {uri} refused the credentials of {who} (HTTP {exc.code}); "
-            "check MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD"
-        ) from None
-
-
-@contextmanager
-def _store_lock(uri: str) -> Iterator[None]:
-    """Serialise creating a sqlite store: mlflow's first-time table migrations are not safe to
-    run from two processes at once (``duplicate column name: step`` with ``dvc exp run -j 2``).
-
-    Locks the database's folder itself (flock on a directory), so no lock file is left behind.
-    """
-    path = _sqlite_path(uri)
-    if path is None or fcntl is None:
-        yield
-        return
-    fd = os.open(path.resolve().parent, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
-def get_or_create_experiment(
-    name: str, artifact_root: str | None = None, client: MlflowClient | None = None
-) -> str:
-    """Id of experiment ``name``, creating it with ``artifact_root`` if needed, marked as model
-    training (``mlflow.experimentKind``) so that the MLflow UI opens it on its runs table.
-
-    Tolerates a parallel ``dvc exp`` creating it between our look-up and our create.
-    """
-    client = client or MlflowClient(resolve_tracking_uri())
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        try:
-            return client.create_experiment(
-                name, artifact_location=artifact_root, tags={KIND_TAG: KIND_TRAINING}
-            )
-        except MlflowException as exc:
-            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-            experiment = client.get_experiment_by_name(name)
-            if experiment is None:
-                raise
-    if experiment.tags.get(KIND_TAG) is None:  # a store made by an earlier version
-        client.set_experiment_tag(experiment.experiment_id, KIND_TAG, KIND_TRAINING)
-    if experiment.lifecycle_stage != "active":
-        raise TrackingError(
-            f"mlflow experiment {name!r} is deleted in {client.tracking_uri}; restore it "
-            f"(mlflow experiments restore --experiment-id {experiment.experiment_id}) or set "
-            "mlflow.experiment to another name"
-        )
-    return experiment.experiment_id
-
-
-def ui_url(base: str, experiment_id: str) -> str:
-    """The MLflow UI's link to an experiment's runs table (not its GenAI overview)."""
-    return f"{base.rstrip('/')}/#/experiments/{experiment_id}?{UI_WORKFLOW}"
-
-
-def find_experiment_id(uri: str, name: str) -> str | None:
-    """The id of experiment ``name`` in the store at ``uri``, or None if it has none yet."""
-    experiment = MlflowClient(uri).get_experiment_by_name(name)
-    return experiment.experiment_id if experiment is not None else None
 
 
 # --- runs -----------------------------------------------------------------------------------------
@@ -304,7 +66,7 @@ def git_commit() -> str:
 
     In a temporary ``dvc exp`` clone that is the experiment's baseline commit.
     """
-    return _git("rev-parse", "HEAD", cwd=Path.cwd()) or "unknown"
+    return git_output("rev-parse", "HEAD", cwd=Path.cwd()) or "unknown"
 
 
 def dvc_exp_name() -> str:
@@ -334,12 +96,6 @@ def _finite(value: Any) -> float | None:
 def _params(params: Mapping[str, Any]) -> list[Param]:
     """MLflow params: values stringified and cut to MLflow's 6000 characters."""
     return [Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in params.items()]
-
-
-def _warn_once(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        print(f"warning: {message}", file=sys.stderr)
 
 
 class StageRun:
@@ -380,8 +136,8 @@ class StageRun:
         if not quick:
             self._log_metrics(entries)
             return
-        saved = {k: os.environ.get(k) for k in _QUICK_HTTP}
-        os.environ.update(_QUICK_HTTP)
+        saved = {k: os.environ.get(k) for k in QUICK_HTTP}
+        os.environ.update(QUICK_HTTP)
         try:
             self._log_metrics(entries)
         finally:
@@ -485,12 +241,6 @@ def _quote(value: str) -> str:
     return f'"{value}"' if "'" in value else f"'{value}'"
 
 
-def check_store(cfg: Config) -> None:
-    """:func:`check_tracking` for the store ``cfg`` resolves to: a stage calls it first, so an
-    unreachable server or a refused login fails before any work (nothing is created in it)."""
-    check_tracking(resolve_tracking_uri(cfg.mlflow.tracking_uri))
-
-
 def pipeline_parent_id(cfg: Config) -> str | None:
     """The latest pipeline (parent) run of this DVC experiment, or of the workspace; None if none.
 
@@ -500,7 +250,7 @@ def pipeline_parent_id(cfg: Config) -> str | None:
     """
     uri = resolve_tracking_uri(cfg.mlflow.tracking_uri)
     check_tracking(uri)
-    with _store_lock(uri):
+    with store_lock(uri):
         client = MlflowClient(uri)
         experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
     if experiment is None:
@@ -549,7 +299,7 @@ def _parent_run(
             or run.info.lifecycle_stage != "active"
             or run.info.experiment_id != experiment_id
         ):
-            _warn_once(
+            warn_once(
                 f"mlflow parent run {parent_run_id} is not in experiment "
                 f"{cfg.mlflow.experiment!r} of {client.tracking_uri}; grouping this stage under "
                 "a new pipeline run"
@@ -587,7 +337,7 @@ def stage_run(cfg: Config, stage: str, parent_run_id: str | None = None) -> Iter
     """
     uri = resolve_tracking_uri(cfg.mlflow.tracking_uri)
     check_tracking(uri)
-    with _store_lock(uri):
+    with store_lock(uri):
         client = MlflowClient(uri)
         experiment_id = get_or_create_experiment(cfg.mlflow.experiment, artifact_root(uri), client)
     context_tags = context_registry.resolve_tags({})  # mlflow.user, mlflow.source.name, …

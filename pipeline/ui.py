@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 
-from pipeline import cli, tracking
+from pipeline import cli, store
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -24,16 +24,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--port", type=int, default=5000)
     args = p.parse_args(argv)
     cfg = cli.load(args.params)
-    uri = tracking.resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    uri = store.resolve_tracking_uri(cfg.mlflow.tracking_uri)
     name = cfg.mlflow.experiment
     if uri.startswith(("http://", "https://")):
-        experiment_id = tracking.find_experiment_id(uri, name)
-        where = tracking.ui_url(uri, experiment_id) if experiment_id else uri
+        experiment_id = store.find_experiment_id(uri, name)
+        where = store.ui_url(uri, experiment_id) if experiment_id else uri
         print(f"mlflow ui: the tracking server {where}")
         return
-    experiment_id = tracking.find_experiment_id(uri, name)
+    experiment_id = store.find_experiment_id(uri, name)
     base = f"http://{args.host}:{args.port}"
-    link = tracking.ui_url(base, experiment_id) if experiment_id else base
+    link = store.ui_url(base, experiment_id) if experiment_id else base
     note = "" if experiment_id else f" (no experiment {name!r} yet: run the pipeline first)"
     print(f"mlflow ui: open {link}{note}", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]

@@ -19,7 +19,7 @@ from dreamer.faults import fault_point
 from dreamer.run import TrainingRun, load_warmup
 from pipeline import cli, tables
 from pipeline.progress import TrainMonitor
-from pipeline.tracking import project_root
+from pipeline.store import project_root
 
 
 def main(argv: list[str] | None = None) -> None:

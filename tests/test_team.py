@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import tracking
+from pipeline import store
 from tests.helpers import (
     DVC,
     REPO,
@@ -198,13 +198,13 @@ def test_the_server_refuses_a_request_without_credentials(server):
 
 def test_the_probe_names_a_missing_or_refused_login(server, monkeypatch):
     _login(monkeypatch, None)
-    with pytest.raises(tracking.TrackingError, match="requires a login: set MLFLOW_TRACKING_US"):
-        tracking.check_tracking(server)
+    with pytest.raises(store.TrackingError, match="requires a login: set MLFLOW_TRACKING_US"):
+        store.check_tracking(server)
     _login(monkeypatch, "wrong")
-    with pytest.raises(tracking.TrackingError, match="refused the credentials of user 'admin'"):
-        tracking.check_tracking(server)
+    with pytest.raises(store.TrackingError, match="refused the credentials of user 'admin'"):
+        store.check_tracking(server)
     _login(monkeypatch, PASSWORD)
-    tracking.check_tracking(server)
+    store.check_tracking(server)
 
 
 def _stage(stage: str, cwd: Path, env: dict) -> subprocess.CompletedProcess:

@@ -14,7 +14,7 @@ mlflow = pytest.importorskip("mlflow")
 from mlflow import MlflowClient  # noqa: E402
 
 from dreamer.config import config_from_dict  # noqa: E402
-from pipeline import tracking  # noqa: E402
+from pipeline import store, tracking  # noqa: E402
 from tests.helpers import free_port, process_env  # noqa: E402
 
 # mlflow 3.17 itself triggers this SQLAlchemy deprecation when it opens a sqlite store
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:The ``noload`` loader strategy i
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory):
+def project_store(tmp_path_factory):
     """The default resolution pointed at a temporary project root: ``$DVC_ROOT/mlflow.db``.
 
     The working directory is an empty folder, so a stray ``./mlruns`` would show up there.
@@ -34,7 +34,7 @@ def store(tmp_path_factory):
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         mp.delenv("DVC_EXP_NAME", raising=False)
         mp.chdir(cwd)
-        uri = tracking.resolve_tracking_uri()
+        uri = store.resolve_tracking_uri()
         yield {"root": root, "cwd": cwd, "uri": uri, "client": MlflowClient(uri)}
 
 
@@ -47,10 +47,10 @@ def cfg():
 def test_default_uri_is_absolute_sqlite_under_dvc_root(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
-    uri = tracking.resolve_tracking_uri()
+    uri = store.resolve_tracking_uri()
     assert uri == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
     assert uri.startswith("sqlite:////")
-    assert tracking.artifact_root(uri) == (tmp_path.resolve() / "mlartifacts").as_uri()
+    assert store.artifact_root(uri) == (tmp_path.resolve() / "mlartifacts").as_uri()
 
 
 def test_default_root_is_git_top_level(tmp_path, monkeypatch):
@@ -59,16 +59,16 @@ def test_default_root_is_git_top_level(tmp_path, monkeypatch):
     subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
     (tmp_path / "stages").mkdir()
     monkeypatch.chdir(tmp_path / "stages")
-    assert tracking.resolve_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    assert store.resolve_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
 
 
 def test_env_var_wins_over_config_and_relative_sqlite_is_rooted(tmp_path, monkeypatch):
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
-    assert tracking.resolve_tracking_uri("sqlite:///other.db") == "http://tracking.example:5000"
+    assert store.resolve_tracking_uri("sqlite:///other.db") == "http://tracking.example:5000"
     monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    assert tracking.resolve_tracking_uri("http://team:5000") == "http://team:5000"
-    assert tracking.resolve_tracking_uri("sqlite:///runs/m.db") == (
+    assert store.resolve_tracking_uri("http://team:5000") == "http://team:5000"
+    assert store.resolve_tracking_uri("sqlite:///runs/m.db") == (
         f"sqlite:///{tmp_path.resolve()}/runs/m.db"
     )
 
@@ -76,14 +76,14 @@ def test_env_var_wins_over_config_and_relative_sqlite_is_rooted(tmp_path, monkey
 def test_unreachable_server_fails_fast_with_one_line(cfg, monkeypatch):
     url = f"http://127.0.0.1:{free_port()}"
     start = time.monotonic()
-    with pytest.raises(tracking.MlflowUnavailable) as info:
-        tracking.check_tracking(url)
+    with pytest.raises(store.MlflowUnavailable) as info:
+        store.check_tracking(url)
     message = str(info.value)
     assert message.startswith(f"mlflow tracking server {url} is unreachable (")
     assert "\n" not in message
     assert isinstance(info.value, RuntimeError)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
-    with pytest.raises(tracking.MlflowUnavailable, match="unreachable"):
+    with pytest.raises(store.MlflowUnavailable, match="unreachable"):
         with tracking.stage_run(cfg, "warmup"):
             pytest.fail("the block must not run")
     assert time.monotonic() - start < 10
@@ -109,19 +109,19 @@ def test_a_server_that_answered_is_not_probed_again_while_fresh(monkeypatch):
     server = http.server.HTTPServer(("127.0.0.1", 0), Answer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}"
-    monkeypatch.setattr(tracking, "_answered", {})
+    monkeypatch.setattr(store, "_answered", {})
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "ada")
     try:
-        tracking.check_tracking(url)
+        store.check_tracking(url)
         assert len(asked) == 2  # /health and one authenticated read
-        tracking.check_tracking(url)
+        store.check_tracking(url)
         assert len(asked) == 2
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "bob")
-        tracking.check_tracking(url)
+        store.check_tracking(url)
         assert len(asked) == 4
-        monkeypatch.setattr(tracking, "PROBE_FRESH_S", 0.0)
-        tracking.check_tracking(url)
+        monkeypatch.setattr(store, "PROBE_FRESH_S", 0.0)
+        store.check_tracking(url)
         assert len(asked) == 6
     finally:
         server.shutdown()
@@ -129,8 +129,8 @@ def test_a_server_that_answered_is_not_probed_again_while_fresh(monkeypatch):
 
 
 # --- runs -----------------------------------------------------------------------------------------
-def test_stage_runs_nest_under_one_parent_with_tags_and_params(store, cfg):
-    client = store["client"]
+def test_stage_runs_nest_under_one_parent_with_tags_and_params(project_store, cfg):
+    client = project_store["client"]
     with tracking.stage_run(cfg, "warmup") as warmup:
         warmup.log_metrics({"warmup/episodes": 3}, step=100)
     with tracking.stage_run(cfg, "train", parent_run_id=warmup.parent_run_id) as train:
@@ -144,7 +144,9 @@ def test_stage_runs_nest_under_one_parent_with_tags_and_params(store, cfg):
     assert parent.info.status == "FINISHED"
     experiment = client.get_experiment(parent.info.experiment_id)
     assert experiment.name == "test"
-    assert experiment.artifact_location == (store["root"].resolve() / "mlartifacts").as_uri()
+    assert (
+        experiment.artifact_location == (project_store["root"].resolve() / "mlartifacts").as_uri()
+    )
 
     for stage_run, stage in [(warmup, "warmup"), (train, "train")]:
         run = client.get_run(stage_run.run_id)
@@ -161,24 +163,24 @@ def test_stage_runs_nest_under_one_parent_with_tags_and_params(store, cfg):
         assert run.data.params["env.id"] == "CartPole-v1"
         assert set(run.data.params) == set(cfg.flat())
     assert client.get_run(warmup.run_id).data.metrics == {"warmup/episodes": 3.0}
-    assert (store["root"] / "mlflow.db").is_file()
-    assert not (store["cwd"] / "mlruns").exists()
-    assert not list(store["cwd"].iterdir())
+    assert (project_store["root"] / "mlflow.db").is_file()
+    assert not (project_store["cwd"] / "mlruns").exists()
+    assert not list(project_store["cwd"].iterdir())
 
 
-def test_unknown_parent_gets_a_new_parent_and_one_warning(store, cfg, capsys):
+def test_unknown_parent_gets_a_new_parent_and_one_warning(project_store, cfg, capsys):
     missing = "0" * 32
     with tracking.stage_run(cfg, "evaluate", parent_run_id=missing) as run:
         pass
     with tracking.stage_run(cfg, "plot", parent_run_id=missing):
         pass
     assert run.parent_run_id != missing
-    parent = store["client"].get_run(run.parent_run_id)
+    parent = project_store["client"].get_run(run.parent_run_id)
     assert parent.info.run_name.startswith("pipeline CartPole-v1")
     assert capsys.readouterr().err.count(missing) == 1
 
 
-def test_parent_of_another_dvc_experiment_is_not_reused(store, cfg, monkeypatch):
+def test_parent_of_another_dvc_experiment_is_not_reused(project_store, cfg, monkeypatch):
     """A cached upstream stage hands over the parent of the execution that produced it."""
     with tracking.stage_run(cfg, "warmup") as warmup:  # workspace
         pass
@@ -189,7 +191,7 @@ def test_parent_of_another_dvc_experiment_is_not_reused(store, cfg, monkeypatch)
         pass
     assert train.parent_run_id != warmup.parent_run_id
     assert evaluate.parent_run_id == train.parent_run_id
-    parent = store["client"].get_run(train.parent_run_id)
+    parent = project_store["client"].get_run(train.parent_run_id)
     assert parent.info.run_name.startswith("pipeline CartPole-v1 lucky-lark ")
     assert parent.data.tags["dvc_exp_name"] == "lucky-lark"
     # The parent carries the config, so a sweep's pipeline runs compare by their params in the UI.
@@ -197,9 +199,9 @@ def test_parent_of_another_dvc_experiment_is_not_reused(store, cfg, monkeypatch)
     assert parent.data.params["env.id"] == "CartPole-v1"
 
 
-def test_pipeline_parent_id_gives_one_parent_per_execution(store, monkeypatch):
+def test_pipeline_parent_id_gives_one_parent_per_execution(project_store, monkeypatch):
     cfg = config_from_dict({"env": {"id": "CartPole-v1"}, "mlflow": {"experiment": "grouping"}})
-    client = store["client"]
+    client = project_store["client"]
 
     def execute(*stages):
         parents = set()
@@ -226,26 +228,26 @@ def test_pipeline_parent_id_gives_one_parent_per_execution(store, monkeypatch):
     assert execute("train", "evaluate") not in {first, second, third, fourth}
 
 
-def test_failed_block_marks_run_failed_and_reraises(store, cfg):
+def test_failed_block_marks_run_failed_and_reraises(project_store, cfg):
     with pytest.raises(ValueError, match="loss/reward is NaN"):
         with tracking.stage_run(cfg, "train") as run:
             raise ValueError("loss/reward is NaN at gradient step 12")
-    child = store["client"].get_run(run.run_id)
+    child = project_store["client"].get_run(run.run_id)
     assert child.info.status == "FAILED"
     assert child.data.tags["error"].startswith("ValueError: loss/reward is NaN")
-    assert store["client"].get_run(run.parent_run_id).info.status == "FAILED"
+    assert project_store["client"].get_run(run.parent_run_id).info.status == "FAILED"
 
 
-def test_dvc_experiment_name_tag(store, cfg, monkeypatch):
+def test_dvc_experiment_name_tag(project_store, cfg, monkeypatch):
     monkeypatch.setenv("DVC_EXP_NAME", "lucky-lark")
     with tracking.stage_run(cfg, "warmup") as run:
         run.set_tags({"note": 1})
-    tags = store["client"].get_run(run.run_id).data.tags
+    tags = project_store["client"].get_run(run.run_id).data.tags
     assert tags["dvc_exp_name"] == "lucky-lark"
     assert tags["note"] == "1"
 
 
-def test_log_metric_rows_logs_whole_curves_in_batches(store, cfg):
+def test_log_metric_rows_logs_whole_curves_in_batches(project_store, cfg):
     rows = [
         {
             "gradient_step": 10 * i,
@@ -266,7 +268,7 @@ def test_log_metric_rows_logs_whole_curves_in_batches(store, cfg):
             keys=["return"],
         )
     assert logged == 700 * 4 - 2 and n_returns == 1
-    client = store["client"]
+    client = project_store["client"]
     history = client.get_metric_history(run.run_id, "loss/reconstruction")
     assert sorted(m.step for m in history) == [10 * i for i in range(700)]
     by_step = {m.step: m.value for m in history}
@@ -278,7 +280,7 @@ def test_log_metric_rows_logs_whole_curves_in_batches(store, cfg):
     assert "train/episode" not in client.get_run(run.run_id).data.metrics
 
 
-def test_artifact_round_trip(store, cfg, tmp_path):
+def test_artifact_round_trip(project_store, cfg, tmp_path):
     table = tmp_path / "episodes.csv"
     table.write_text("episode,return\n0,1.5\n")
     folder = tmp_path / "plots"
@@ -295,23 +297,23 @@ def test_artifact_round_trip(store, cfg, tmp_path):
     got = tracking.download_artifact(run.run_id, "config.json", tmp_path / "dl3")
     assert '"CartPole-v1"' in got.read_text()
     # artifacts live beside the database, not in the working directory
-    assert list((store["root"] / "mlartifacts").rglob("episodes.csv"))
-    assert not (store["cwd"] / "mlruns").exists()
+    assert list((project_store["root"] / "mlartifacts").rglob("episodes.csv"))
+    assert not (project_store["cwd"] / "mlruns").exists()
 
 
-def test_pytorch_model_round_trip(store, cfg):
+def test_pytorch_model_round_trip(project_store, cfg):
     torch = pytest.importorskip("torch")
     model = torch.nn.Linear(3, 2)
     with tracking.stage_run(cfg, "train") as run:
         uri = run.log_pytorch_model(model, "agent")
-    loaded = tracking.load_pytorch_model(uri, store["uri"])
+    loaded = tracking.load_pytorch_model(uri, project_store["uri"])
     x = torch.ones(1, 3)
     assert torch.equal(loaded(x), model(x))
 
 
-def test_experiment_creation_race_is_tolerated(store):
-    client = store["client"]
-    tracking.get_or_create_experiment("raced", None, client)
+def test_experiment_creation_race_is_tolerated(project_store):
+    client = project_store["client"]
+    store.get_or_create_experiment("raced", None, client)
 
     class LateClient:
         """Sees no experiment at first, as if another process created it just after."""
@@ -329,21 +331,21 @@ def test_experiment_creation_race_is_tolerated(store):
         def set_experiment_tag(self, *args):
             return client.set_experiment_tag(*args)
 
-    assert tracking.get_or_create_experiment("raced", None, LateClient()) == (
+    assert store.get_or_create_experiment("raced", None, LateClient()) == (
         client.get_experiment_by_name("raced").experiment_id
     )
 
 
-def test_deleted_experiment_is_a_clear_error(store):
-    client = store["client"]
-    experiment_id = tracking.get_or_create_experiment("gone", None, client)
+def test_deleted_experiment_is_a_clear_error(project_store):
+    client = project_store["client"]
+    experiment_id = store.get_or_create_experiment("gone", None, client)
     client.delete_experiment(experiment_id)
-    with pytest.raises(tracking.TrackingError, match="'gone' is deleted"):
-        tracking.get_or_create_experiment("gone", None, client)
+    with pytest.raises(store.TrackingError, match="'gone' is deleted"):
+        store.get_or_create_experiment("gone", None, client)
 
 
 def test_sqlite_parent_folder_is_created(tmp_path):
-    tracking.check_tracking(f"sqlite:///{tmp_path}/deep/er/mlflow.db")
+    store.check_tracking(f"sqlite:///{tmp_path}/deep/er/mlflow.db")
     assert Path(tmp_path, "deep", "er").is_dir()
 
 
@@ -378,7 +380,7 @@ def test_a_sqlite_store_is_switched_to_write_ahead_logging(tmp_path):
     writer, so parallel experiments do not fail with "database is locked"."""
     import sqlite3
 
-    tracking.check_tracking(f"sqlite:///{tmp_path}/mlflow.db")
+    store.check_tracking(f"sqlite:///{tmp_path}/mlflow.db")
     with sqlite3.connect(tmp_path / "mlflow.db") as db:
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
@@ -465,12 +467,12 @@ def test_training_survives_its_tracking_server_stopping_and_restarting(tmp_path)
     from tests.test_stages import STAGE_ARGS
 
     repo = Path(__file__).resolve().parents[1]
-    port, store = free_port(), tmp_path / "server"
-    store.mkdir()
+    port, server_dir = free_port(), tmp_path / "server"
+    server_dir.mkdir()
     log = tmp_path / "server.log"
     write_params(tmp_path, **{"training.log_every": 1, "training.env_steps": 1000})
     env = process_env(PYTHONPATH=str(repo), MLFLOW_TRACKING_URI=f"http://127.0.0.1:{port}")
-    server = _start_server(port, store, log)
+    server = _start_server(port, server_dir, log)
     try:
         subprocess.run(
             [sys.executable, "-m", "stages.warmup", *STAGE_ARGS["warmup"]],
@@ -497,7 +499,7 @@ def test_training_survives_its_tracking_server_stopping_and_restarting(tmp_path)
             if action == "stop":
                 _stop_server(server)
             else:
-                server = _start_server(port, store, log)
+                server = _start_server(port, server_dir, log)
         out, err = train.communicate(timeout=600)
         assert train.returncode == 0, err
         assert "warning: MLflow logging failed" in err and "logging works again" in err, err
@@ -519,9 +521,9 @@ def test_the_experiment_is_marked_as_model_training_for_the_ui(tmp_path):
     marked ``custom_model_development`` it opens on the runs table. Stores made before the tag
     get it on their next stage."""
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-    made = tracking.get_or_create_experiment("kind", client=client)
+    made = store.get_or_create_experiment("kind", client=client)
     assert client.get_experiment(made).tags["mlflow.experimentKind"] == "custom_model_development"
     old = client.create_experiment("old")  # as earlier versions made it: no kind
     assert "mlflow.experimentKind" not in client.get_experiment(old).tags
-    assert tracking.get_or_create_experiment("old", client=client) == old
+    assert store.get_or_create_experiment("old", client=client) == old
     assert client.get_experiment(old).tags["mlflow.experimentKind"] == "custom_model_development"
