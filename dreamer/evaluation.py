@@ -17,9 +17,7 @@ from .agent import Agent
 from .checkpoint import load_agent
 from .config import Config
 from .env_pool import LocalEnvs
-from .envs import DreamerEnv
-from .loop import AgentPolicy, Collector, EpisodeRecord, Policy, random_policy
-from .replay import ReplayBuffer
+from .loop import AgentPolicy, EpisodeRecord, Policy, random_policy, seeded_episode
 from .report import open_loop_frames
 from .seeding import eval_env_seed, seed_everything
 
@@ -117,24 +115,20 @@ def run_episodes(
     """``episodes`` seeded episodes, each with a fresh ``make_policy(envs)`` (:func:`evaluate`)."""
     records, frames = [], None
     for index in range(episodes):
-        seed = eval_env_seed(cfg.seed, index)
-        env = DreamerEnv(cfg.env, seed)
-        envs = LocalEnvs([env])
         # A small replay only to reuse the Collector's bookkeeping; evaluation stores nothing.
-        replay = ReplayBuffer(env.spec, capacity=64)
-        collector = Collector(envs, replay, seed, cfg.env.action_repeat)
-        policy = make_policy(envs)
-        video = [] if record_video and index == 0 else None
-        record = None
-        while record is None:
-            ended = collector.step(policy)
-            record = ended[0] if ended else None
-            if video is not None and len(video) < max_video_frames:
-                frame = env.render()
-                if frame is not None:
-                    video.append(frame)
+        with seeded_episode(cfg.env, eval_env_seed(cfg.seed, index), capacity=64) as episode:
+            env, collector, _ = episode
+            policy = make_policy(collector.envs)
+            video = [] if record_video and index == 0 else None
+            record = None
+            while record is None:
+                ended = collector.step(policy)
+                record = ended[0] if ended else None
+                if video is not None and len(video) < max_video_frames:
+                    frame = env.render()
+                    if frame is not None:
+                        video.append(frame)
         records.append(replace(record, episode=index))
         if video:
             frames = np.stack(video)
-        env.close()
     return records, frames

@@ -13,13 +13,16 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from .agent import Agent
-from .config import Config
+from .config import Config, EnvConfig
+from .env_pool import LocalEnvs
+from .envs import DreamerEnv
 from .errors import DivergenceError, EnvDataError
 from .replay import Latents, ReplayBuffer
 from .seeding import restore_rng_state, rng_state
@@ -227,6 +230,21 @@ def collect_random(
         episodes.extend(collector.step(policy))
     collector.flush()
     return collector, episodes
+
+
+@contextmanager
+def seeded_episode(
+    env_cfg: EnvConfig, seed: int, capacity: int
+) -> Iterator[tuple[DreamerEnv, Collector, ReplayBuffer]]:
+    """One env seeded ``seed`` in this process and a :class:`Collector` writing into a replay of
+    ``capacity`` steps: the set-up of one evaluation episode (``evaluation.run_episodes``) and
+    of the open-loop report (``report.open_loop_frames``). The env is closed on exit."""
+    env = DreamerEnv(env_cfg, seed)
+    try:
+        replay = ReplayBuffer(env.spec, capacity=capacity)
+        yield env, Collector(LocalEnvs([env]), replay, seed, env_cfg.action_repeat), replay
+    finally:
+        env.close()
 
 
 @dataclass

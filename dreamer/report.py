@@ -12,10 +12,7 @@ import torch
 
 from .agent import Agent
 from .config import Config
-from .env_pool import LocalEnvs
-from .envs import DreamerEnv
-from .loop import AgentPolicy, Collector
-from .replay import ReplayBuffer
+from .loop import AgentPolicy, seeded_episode
 from .seeding import eval_env_seed
 
 CONTEXT, HORIZON = 5, 45  # observed and imagined frames (the official report's 5 + 45)
@@ -34,11 +31,9 @@ def open_loop_frames(
     if not spec.image_keys:
         return None
     key = spec.image_keys[0]
-    seed = eval_env_seed(cfg.seed, 0)
     steps = context + horizon
-    with DreamerEnv(cfg.env, seed) as env:
-        replay = ReplayBuffer(env.spec, capacity=steps)
-        collector = Collector(LocalEnvs([env]), replay, seed, cfg.env.action_repeat)
+    with seeded_episode(cfg.env, eval_env_seed(cfg.seed, 0), capacity=steps) as episode:
+        _, collector, replay = episode
         policy = AgentPolicy(agent, deterministic=True)
         agent.eval()
         # The first replay step is the reset observation; stop at the episode's end.
