@@ -15,10 +15,15 @@ optimiser state are float32 masters. Without autocast the casts are no-ops.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from .config import ModelConfig
+    from .envs import EnvSpec
 
 from .compiled import compiled
 from .distributions import symexp, symlog
@@ -286,22 +291,18 @@ class ImageDecoder(nn.Module):
 class Encoder(nn.Module):
     """All observation keys → one embedding ``(..., E)``: vectors by symlog + MLP, images by CNN."""
 
-    def __init__(
-        self,
-        obs_shapes: dict[str, tuple[int, ...]],
-        image_keys,
-        vector_keys,
-        units: int,
-        layers: int,
-        depth: int,
-    ):
+    def __init__(self, spec: EnvSpec, model: ModelConfig):
+        """``spec``: the observation keys and shapes; ``model``: units, layers and depth."""
         super().__init__()
-        self.image_keys, self.vector_keys = tuple(image_keys), tuple(vector_keys)
+        obs_shapes = spec.obs_shapes
+        self.image_keys, self.vector_keys = tuple(spec.image_keys), tuple(spec.vector_keys)
         self.images = nn.ModuleDict(
-            {k: ImageEncoder(obs_shapes[k], depth) for k in self.image_keys}
+            {k: ImageEncoder(obs_shapes[k], model.depth) for k in self.image_keys}
         )
         vector_dim = sum(obs_shapes[k][0] for k in self.vector_keys)
-        self.vector = MLP(vector_dim, units, max(layers, 1)) if self.vector_keys else None
+        self.vector = (
+            MLP(vector_dim, model.units, max(model.layers, 1)) if self.vector_keys else None
+        )
         self.out_features = sum(m.out_features for m in self.images.values())
         self.out_features += self.vector.out_features if self.vector is not None else 0
 
@@ -322,19 +323,13 @@ class Decoder(nn.Module):
     """feat ``(..., D + S·C)`` → reconstruction loss per step. Vectors: symlog-MSE; images: MSE of
     a sigmoid output against x/255, summed over pixels (official)."""
 
-    def __init__(
-        self,
-        deter: int,
-        stoch_flat: int,
-        obs_shapes,
-        image_keys,
-        vector_keys,
-        units: int,
-        layers: int,
-        depth: int,
-    ):
+    def __init__(self, spec: EnvSpec, model: ModelConfig):
+        """``spec``: the observation keys and shapes; ``model``: the widths of the features
+        (deter, stoch × classes) and of the networks (units, layers, depth)."""
         super().__init__()
-        self.image_keys, self.vector_keys = tuple(image_keys), tuple(vector_keys)
+        obs_shapes, deter, stoch_flat = spec.obs_shapes, model.deter, model.stoch * model.classes
+        units, layers, depth = model.units, model.layers, model.depth
+        self.image_keys, self.vector_keys = tuple(spec.image_keys), tuple(spec.vector_keys)
         self.vector_sizes = [obs_shapes[k][0] for k in self.vector_keys]
         self.vector = (
             MLP(deter + stoch_flat, units, max(layers, 1), out=sum(self.vector_sizes))

@@ -159,21 +159,10 @@ class WorldModel(nn.Module):
         super().__init__()
         self.loss_cfg = loss_cfg
         m = model_cfg
-        self.encoder = Encoder(
-            spec.obs_shapes, spec.image_keys, spec.vector_keys, m.units, m.layers, m.depth
-        )
+        self.encoder = Encoder(spec, m)
         self.rssm = RSSM(m, self.encoder.out_features, spec.action_dim)
         feature_dim = m.feature_dim
-        self.decoder = Decoder(
-            m.deter,
-            m.stoch * m.classes,
-            spec.obs_shapes,
-            spec.image_keys,
-            spec.vector_keys,
-            m.units,
-            m.layers,
-            m.depth,
-        )
+        self.decoder = Decoder(spec, m)
         # Reward and continue heads: one hidden layer (official rewhead/conhead layers 1).
         self.reward_head = MLP(feature_dim, m.units, 1, out=m.reward_bins, out_scale=0.0)
         self.continue_head = MLP(feature_dim, m.units, 1, out=1)

@@ -126,20 +126,11 @@ def test_image_size_must_divide_by_16():
 def test_encoder_decoder_dict_observation(tiny_config):
     spec = make_spec(vector=5, image=(16, 16, 3))
     m = tiny_config.model
-    enc = Encoder(spec.obs_shapes, spec.image_keys, spec.vector_keys, m.units, m.layers, m.depth)
+    enc = Encoder(spec, m)
     batch = make_batch(spec, B=2, T=3)
     embed = enc(batch.obs)
     assert embed.shape == (2, 3, enc.out_features)
-    dec = Decoder(
-        m.deter,
-        m.stoch * m.classes,
-        spec.obs_shapes,
-        spec.image_keys,
-        spec.vector_keys,
-        m.units,
-        m.layers,
-        m.depth,
-    )
+    dec = Decoder(spec, m)
     feat = torch.randn(2, 3, m.feature_dim)
     assert dec.loss(feat, batch.obs).shape == (2, 3)
     predicted = dec.predict(feat)

@@ -517,9 +517,10 @@ def test_training_survives_its_tracking_server_stopping_and_restarting(tmp_path)
 
 
 def test_the_experiment_is_marked_as_model_training_for_the_ui(tmp_path):
-    """MLflow's UI opens an experiment without ``mlflow.experimentKind`` on its GenAI overview;
-    marked ``custom_model_development`` it opens on the runs table. Stores made before the tag
-    get it on their next stage."""
+    """The experiment carries ``mlflow.experimentKind: custom_model_development``, which MLflow's
+    UI reads where its workflow toggle is off (MLflow 3.17's own server goes by the toggle: the
+    link of ``python -m pipeline.ui``, checked in a browser by test_pipeline_e2e). Stores made
+    before the tag get it on their next stage."""
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     made = store.get_or_create_experiment("kind", client=client)
     assert client.get_experiment(made).tags["mlflow.experimentKind"] == "custom_model_development"
