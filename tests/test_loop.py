@@ -7,13 +7,10 @@ import torch
 
 from dreamer.agent import Agent
 from dreamer.checkpoint import load_checkpoint, save_checkpoint
-from dreamer.config import override
 from dreamer.env_pool import LocalEnvs, make_envs
 from dreamer.envs import DreamerEnv
-from dreamer.evaluation import evaluate, evaluate_random
 from dreamer.loop import AgentPolicy, Collector, Hooks, Trainer, collect_random
 from dreamer.replay import ReplayBuffer
-from dreamer.run import train
 from dreamer.seeding import seed_everything
 
 from .conftest import tiny
@@ -149,97 +146,6 @@ def test_resumed_run_continues_exactly(tmp_path):
     for (name, a), b in zip(whole.agent.state_dict().items(), second.agent.state_dict().values()):
         assert torch.equal(a, b), name
     assert np.array_equal(whole.replay.arrays()["reward"], second.replay.arrays()["reward"])
-
-
-def test_train_in_one_call_on_a_discrete_env():
-    rows = []
-    agent, counters = train(
-        tiny(**{"env.id": "CartPole-v1", "training.env_steps": 150}), Hooks(on_metrics=rows.append)
-    )
-    assert counters.env_steps == 150 and agent.spec.discrete and agent.gradient_steps > 0
-    assert [r["env_step"] for r in rows] == [100, 150]
-
-
-def test_random_baseline_runs_the_evaluation_episodes_reproducibly():
-    cfg = tiny()
-    agent = Agent(make_envs(cfg.env, 0).spec, cfg)
-    evaluated, _ = evaluate(agent, cfg, 3)
-    baseline = evaluate_random(cfg, 3)
-    assert [r.seed for r in baseline] == [r.seed for r in evaluated] == [10_000, 10_001, 10_002]
-    assert [r.length for r in baseline] == [200, 200, 200]
-    scores = [r.score for r in baseline]
-    assert scores == [r.score for r in evaluate_random(cfg, 3)]  # seeded action spaces
-    assert len(set(scores)) == 3 and scores != [r.score for r in evaluated]
-
-
-def test_evaluation_takes_the_mode_unless_told_to_sample():
-    cfg = tiny()
-    agent = Agent(make_envs(cfg.env, 0).spec, cfg)
-    mode = [r.score for r in evaluate(agent, cfg, 2)[0]]
-    assert mode == [r.score for r in evaluate(agent, cfg, 2)[0]]  # the mode draws nothing
-    sampling = override(cfg, **{"evaluate.deterministic": False})
-    sampled = []
-    for seed in (0, 1):
-        torch.manual_seed(seed)
-        sampled.append([r.score for r in evaluate(agent, sampling, 2)[0]])
-    assert mode not in sampled and sampled[0] != sampled[1]
-
-
-def test_a_training_run_that_cannot_be_built_closes_its_envs(monkeypatch):
-    """The envs come first and may be subprocesses: an error building the rest closes them."""
-    import dreamer.run as run_module
-
-    cfg = tiny(**{"env.id": "Pendulum-v1"})
-    warmup = run_module.collect_warmup(cfg)
-    closed = []
-
-    def make_envs_recorded(*args, **kwargs):
-        envs = make_envs(*args, **kwargs)
-        close = envs.close
-        envs.close = lambda: (closed.append(True), close())
-        return envs
-
-    def broken_agent(*args, **kwargs):
-        raise RuntimeError("no agent today")
-
-    monkeypatch.setattr(run_module, "make_envs", make_envs_recorded)
-    monkeypatch.setattr(run_module, "Agent", broken_agent)
-    with pytest.raises(RuntimeError, match="no agent today"):
-        run_module.TrainingRun(cfg, warmup, checkpoint=None)
-    assert closed == [True]
-
-
-def test_a_diverging_run_skips_updates_then_stops_naming_the_last_good_checkpoint(tmp_path):
-    """After the first checkpoint the learning rate explodes (1e30): the next update drives the
-    weights to about 1e30, every later update is non-finite and skipped, and after
-    ``max_skipped_updates`` in a row training stops with one line naming the update, the env step
-    and the last good checkpoint, which holds finite weights; nothing diverged is saved."""
-    from dreamer.checkpoint import CheckpointDir
-    from dreamer.errors import DivergenceError
-    from dreamer.run import TrainingRun, collect_warmup
-
-    cfg = tiny(**{"training.env_steps": 400, "training.max_skipped_updates": 3})
-    run = TrainingRun(cfg, collect_warmup(cfg), tmp_path / "checkpoint")
-    saved = {}
-
-    def explode(trainer):
-        if not saved:
-            saved["weights"] = {k: v.clone() for k, v in trainer.agent.state_dict().items()}
-            for group in trainer.agent.optimizer.optimizer.param_groups:
-                group["base_lr"] = 1.0e30
-
-    with pytest.raises(DivergenceError) as error:
-        run.run(Hooks(on_checkpoint=explode))
-    message = str(error.value)
-    assert "\n" not in message
-    assert message.startswith("training diverged: 3 updates in a row had a non-finite loss")
-    assert f"the last good checkpoint is {tmp_path / 'checkpoint' / 'ckpt-000001'}" in message
-    assert run.counters.skipped_updates == 3
-    folders = CheckpointDir(tmp_path / "checkpoint")
-    assert [p.name for p in folders.entries()] == ["ckpt-000001"]
-    state = folders.load_state(folders.latest())["trainer"]["agent"]["modules"]
-    assert all(torch.equal(state[k], v) for k, v in saved["weights"].items())
-    assert all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
 
 
 class _PoisonedPendulum(gymnasium.Wrapper):
