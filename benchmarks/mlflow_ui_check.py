@@ -14,7 +14,9 @@ draw ``train/return`` with one line per train run. Saves a screenshot of each st
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -42,11 +44,12 @@ def _start_ui(root: Path, port: int, env: dict | None) -> tuple[subprocess.Popen
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # the server's workers are stopped with it (_stop)
     )
     first = process.stdout.readline()
     match = re.search(r"open (\S+)", first)
     if not match:
-        process.terminate()
+        _stop(process)
         raise SystemExit(f"mlflow_ui_check: pipeline.ui printed no link: {first!r}")
     for _ in range(240):
         try:
@@ -54,8 +57,20 @@ def _start_ui(root: Path, port: int, env: dict | None) -> tuple[subprocess.Popen
             return process, match.group(1)
         except OSError:
             time.sleep(0.5)
-    process.terminate()
+    _stop(process)
     raise SystemExit("mlflow_ui_check: mlflow ui did not answer within 2 minutes")
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Stop ``mlflow ui`` and its worker processes (its whole process group)."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    except ProcessLookupError:
+        pass
 
 
 def check(root: Path, shots: Path | None = None, runs: int = 2, env: dict | None = None) -> dict:
@@ -102,8 +117,7 @@ def check(root: Path, shots: Path | None = None, runs: int = 2, env: dict | None
                 page.screenshot(path=str(shots / "mlflow_compare.png"))
             browser.close()
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        _stop(process)
     return seen
 
 

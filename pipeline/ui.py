@@ -12,7 +12,6 @@ tracking server configured it only prints that server's link.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 
 from pipeline import cli, store
@@ -38,11 +37,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"mlflow ui: open {link}{note}", flush=True)
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri]
     command += ["--host", args.host, "--port", str(args.port)]
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    try:
-        subprocess.run(command, check=False)
-    except KeyboardInterrupt:
-        pass
+    # Become `mlflow ui` (exec): Ctrl-C and kill reach the server itself, and no child is left
+    # behind when this process is stopped.
+    os.execv(sys.executable, command)
 
 
 if __name__ == "__main__":
