@@ -71,6 +71,8 @@ def _stop(process: subprocess.Popen) -> None:
         process.wait()
     except ProcessLookupError:
         pass
+    if process.stdout is not None:
+        process.stdout.close()
 
 
 def check(root: Path, shots: Path | None = None, runs: int = 2, env: dict | None = None) -> dict:
