@@ -45,13 +45,14 @@ def _start(folder: Path, ttl: int, workers: int) -> tuple[subprocess.Popen, str]
         "MLFLOW_PORT": str(port),
         "MLFLOW_WORKERS": str(workers),
         "MLFLOW_AUTH_CACHE_TTL_S": str(ttl),
+        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{folder}/backend.db",
+        "MLFLOW_STATE_DIR": str(folder / "state"),
     }
     folder.mkdir(parents=True)
     process = subprocess.Popen(
         [
             "bash",
             str(ROOT / "scripts/team_server.sh"),
-            f"sqlite:///{folder}/backend.db",
             str(folder / "artifacts"),
         ],
         env=env,

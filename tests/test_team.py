@@ -21,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import tempfile
@@ -55,7 +56,8 @@ from tests.test_stages import STAGE_ARGS
 pytest.importorskip("psycopg", reason="psycopg (the PostgreSQL driver) is not installed")
 mlflow = pytest.importorskip("mlflow")
 
-PASSWORD = "s3cret-for-tests"
+PASSWORD = "s3cret-for-tests"  # the admin's
+PG_PASSWORD = "pg-s3cret-for-tests"  # PostgreSQL's, in MLFLOW_BACKEND_STORE_URI only
 
 
 def _postgres_bin(name: str) -> str | None:
@@ -70,7 +72,8 @@ def _as_postgres(args: list[str]) -> list[str]:
 
 @pytest.fixture(scope="module")
 def postgres():
-    """A PostgreSQL cluster on 127.0.0.1 in a temporary folder; yields a database URI."""
+    """A PostgreSQL cluster on 127.0.0.1 in a temporary folder, password logins only
+    (scram-sha-256); yields the URI of its database ``mlflow``, password included."""
     initdb, pg_ctl = _postgres_bin("initdb"), _postgres_bin("pg_ctl")
     if not (initdb and pg_ctl):
         pytest.skip("PostgreSQL is not installed (initdb, pg_ctl)")
@@ -79,20 +82,26 @@ def postgres():
         shutil.chown(folder, "postgres")
     data, port = folder / "data", free_port()
     run = dict(check=True, capture_output=True, timeout=120)
-    subprocess.run(_as_postgres([initdb, "-D", str(data), "-A", "trust", "-U", "postgres"]), **run)
+    pwfile = folder / "pwfile"
+    pwfile.write_text(PG_PASSWORD + "\n")
+    if os.geteuid() == 0:
+        shutil.chown(pwfile, "postgres")
+    init = [initdb, "-D", str(data), "-A", "scram-sha-256", "-U", "postgres", f"--pwfile={pwfile}"]
+    subprocess.run(_as_postgres(init), **run)
+    pwfile.unlink()
     options = f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"
     log = str(folder / "postgres.log")  # the server's output: a pipe would keep run() waiting
     subprocess.run(
         _as_postgres([pg_ctl, "-D", str(data), "-o", options, "-l", log, "-w", "start"]), **run
     )
     try:
-        uri = f"postgresql://postgres@127.0.0.1:{port}/postgres"
+        uri = f"postgresql://postgres:{PG_PASSWORD}@127.0.0.1:{port}/postgres"
         import psycopg
 
         # autocommit: CREATE DATABASE cannot run inside a transaction
         with psycopg.connect(uri, autocommit=True) as connection:
             connection.execute("CREATE DATABASE mlflow")
-        yield f"postgresql://postgres@127.0.0.1:{port}/mlflow"
+        yield f"postgresql://postgres:{PG_PASSWORD}@127.0.0.1:{port}/mlflow"
     finally:
         subprocess.run(
             _as_postgres([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]),
@@ -102,21 +111,28 @@ def postgres():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+SERVER_STATE: dict[str, Path] = {}  # the running server's folders, for the permission test
+
+
 @pytest.fixture(scope="module")
 def server(postgres, tmp_path_factory):
-    """``scripts/team_server.sh`` on a free loopback port; yields its URL."""
+    """``scripts/team_server.sh`` on a free loopback port, every secret in its environment;
+    yields its URL."""
     state = tmp_path_factory.mktemp("team")
     port = free_port()
     env = {
         **os.environ,
+        "MLFLOW_BACKEND_STORE_URI": postgres,
         "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
         "MLFLOW_PORT": str(port),
         "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret",
+        "MLFLOW_STATE_DIR": str(state / "state"),
         "MLFLOW_WORKERS": "1",
     }
+    SERVER_STATE.update(state=state / "state", artifacts=state / "artifacts")
     log = open(state / "server.log", "w")
     process = subprocess.Popen(
-        ["bash", str(REPO / "scripts/team_server.sh"), postgres, str(state / "artifacts")],
+        ["bash", str(REPO / "scripts/team_server.sh"), str(state / "artifacts")],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -150,31 +166,157 @@ def server(postgres, tmp_path_factory):
 @pytest.mark.parametrize(
     ("unset", "extra", "named"),
     [
+        ("MLFLOW_BACKEND_STORE_URI", {}, "MLFLOW_BACKEND_STORE_URI is not set"),
         ("MLFLOW_AUTH_ADMIN_PASSWORD", {}, "MLFLOW_AUTH_ADMIN_PASSWORD is not set"),
         ("MLFLOW_FLASK_SERVER_SECRET_KEY", {}, "MLFLOW_FLASK_SERVER_SECRET_KEY is not set"),
+        ("MLFLOW_STATE_DIR", {}, "MLFLOW_STATE_DIR is not set"),
+        (None, {"MLFLOW_STATE_DIR": str(REPO / "state")}, "is inside the repository"),
+        (None, {"MLFLOW_STATE_DIR": "state"}, "MLFLOW_STATE_DIR 'state' is a relative path"),
+        (None, {"ARTIFACTS": "art"}, "the artifacts destination 'art' is a relative path"),
+        (None, {"ARTIFACTS": str(REPO / "art")}, "is inside the repository"),
+        (None, {"MLFLOW_HOST": "0.0.0.0"}, "MLFLOW_HOST=0.0.0.0 serves logins over plain HTTP"),
         (None, {"MLFLOW_AUTH_CACHE_TTL_S": "1m"}, "MLFLOW_AUTH_CACHE_TTL_S must be a whole"),
     ],
 )
-def test_the_server_script_refuses_a_missing_secret_or_a_bad_cache_ttl(
+def test_the_server_script_refuses_missing_secrets_unsafe_places_and_plain_http(
     unset, extra, named, tmp_path
 ):
+    """One line naming what to fix, before anything is made (nothing in the repository)."""
     env = {
         **os.environ,
+        "MLFLOW_BACKEND_STORE_URI": "sqlite:///x.db",
         "MLFLOW_AUTH_ADMIN_PASSWORD": PASSWORD,
         "MLFLOW_FLASK_SERVER_SECRET_KEY": "test-secret",
+        "MLFLOW_STATE_DIR": str(tmp_path / "s" / "state"),
         **extra,
     }
     env.pop(unset, None)
+    artifacts = env.pop("ARTIFACTS", str(tmp_path / "s/art"))
     done = subprocess.run(
-        ["bash", str(REPO / "scripts/team_server.sh"), "sqlite:///x.db", str(tmp_path / "s/art")],
+        ["bash", str(REPO / "scripts/team_server.sh"), artifacts],
         env=env,
+        cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=60,
     )
     assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
     assert done.stderr.startswith("error: ") and named in done.stderr
-    assert not (tmp_path / "s").exists()  # nothing made before refusing
+    assert not (tmp_path / "s").exists() and not (REPO / "state").exists()
+
+
+def test_no_command_line_holds_a_password_and_the_state_is_private(server):
+    """Every process's command line (what any local user sees in ``ps``) is free of the
+    PostgreSQL and the admin password; the server's folders are 0700 and its files 0600."""
+    leaks = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # the process ended meanwhile
+        if PG_PASSWORD in text or PASSWORD in text:
+            leaks.append(f"{cmdline.parent.name}: {text[:200]}")
+    assert not leaks, leaks
+    state, artifacts = SERVER_STATE["state"], SERVER_STATE["artifacts"]
+    for folder in (state, artifacts):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    for name in ("mlflow_auth.ini", "mlflow_auth.db"):
+        assert stat.S_IMODE((state / name).stat().st_mode) == 0o600, name
+
+
+def _as_user(server: str, user: str, password: str, path: str, body: dict | None = None) -> int:
+    """HTTP status of one API call as ``user``."""
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(server + path, data=data, method="POST" if data else "GET")
+    request.add_header("Content-Type", "application/json")
+    pair = base64.b64encode(f"{user}:{password}".encode()).decode()
+    request.add_header("Authorization", f"Basic {pair}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as answer:
+            return answer.status
+    except urllib.error.HTTPError as refused:
+        return refused.code
+
+
+def _team_users(server: str, *args: str, password: str = "") -> str:
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": server,
+        "MLFLOW_TRACKING_USERNAME": "admin",
+        "MLFLOW_TRACKING_PASSWORD": PASSWORD,
+        "TEAM_USER_PASSWORD": password,
+    }
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts/team_users.py"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_one_login_per_person_with_a_grant_and_a_rotated_password(server):
+    """The admin creates two users and grants one EDIT on an experiment (scripts/team_users.py):
+    only that one can log a run there; after a new password the old one is refused."""
+    client = mlflow.MlflowClient(server)
+    with _admin_login():
+        experiment = client.create_experiment("team-permissions")
+    _team_users(server, "create", "alice", password="alice-password-1")
+    _team_users(server, "create", "bob", password="bob-password-1")
+    _team_users(server, "grant", "alice", "team-permissions")
+    run = {"experiment_id": experiment}
+    assert _as_user(server, "bob", "bob-password-1", "/api/2.0/mlflow/runs/create", run) == 403
+    assert _as_user(server, "alice", "alice-password-1", "/api/2.0/mlflow/runs/create", run) == 200
+    _team_users(server, "password", "alice", password="alice-password-2")
+    search = "/api/2.0/mlflow/experiments/search?max_results=1"
+    assert _as_user(server, "alice", "alice-password-1", search) == 401
+    assert _as_user(server, "alice", "alice-password-2", search) == 200
+
+
+@contextmanager
+def _admin_login() -> Iterator[None]:
+    keys = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": PASSWORD}
+    saved = {k: os.environ.get(k) for k in keys}
+    os.environ.update(keys)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def test_a_changed_admin_password_takes_effect_at_the_next_start(tmp_path):
+    """MLflow applies MLFLOW_AUTH_ADMIN_PASSWORD only when it creates the admin; the script's
+    ``sync-admin`` (run before every start) sets the stored one, so the old password stops."""
+    from mlflow.server.auth.sqlalchemy_store import SqlAlchemyStore
+
+    database = f"sqlite:///{tmp_path}/auth.db"
+    (tmp_path / "auth.ini").write_text(
+        f"[mlflow]\ndefault_permission = READ\ndatabase_uri = {database}\nadmin_username = admin\n"
+    )
+    logins = SqlAlchemyStore()
+    logins.init_db(database)
+    logins.create_user("admin", "old-admin-password", is_admin=True)
+    env = {
+        **os.environ,
+        "MLFLOW_AUTH_CONFIG_PATH": str(tmp_path / "auth.ini"),
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "new-admin-password",
+    }
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts/team_users.py"), "sync-admin"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not logins.authenticate_user("admin", "old-admin-password", use_primary=True)
+    assert logins.authenticate_user("admin", "new-admin-password", use_primary=True)
 
 
 def _login(monkeypatch, password: str | None) -> None:
