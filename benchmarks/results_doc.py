@@ -37,6 +37,7 @@ HEADLINES = (
     "dmc_pipeline",
     "carracing_replay_value_grad",
     "throughput",
+    "gpu_throughput",
     "fault_injection",
 )
 
@@ -299,7 +300,7 @@ def render_readme_table(studies: dict[str, dict], results: Path = RESULTS) -> st
     rows = [headline_row(n, studies[n], results) for n in names]
     for i, row in enumerate(rows, 1):
         row[0] = f"[{row[0]}][{i}]"
-    header = ["run (data)", "CPU", "evaluation", "rolling ≥ target at (env step)", "wall-clock"]
+    header = ["run (data)", "machine", "evaluation", "rolling ≥ target at (env step)", "wall-clock"]
     links = [f"[{i}]: docs/results.md#{n}" for i, n in enumerate(names, 1)]
     return "\n".join(_table(header, rows) + [""] + links)
 
