@@ -157,7 +157,10 @@ def _write_study(folder: Path, args, results: list[dict]) -> None:
     )
     summary = {
         "title": f"{args.env or 'the default env'}, seeds {', '.join(map(str, args.seeds))}",
-        "question": "(say what the study asks)",
+        "question": "How the agent learns with "
+        + (" ".join(args.set) if args.set else "the env's preset")
+        + f" over {len(args.seeds)} seed(s): evaluation, training curves, time "
+        "(a hand-written question in an existing summary.json is kept).",
         "command": command,
         "path": "dvc exp run --temp per seed (the pipeline users run)",
         "code_commit": code_commit(),
