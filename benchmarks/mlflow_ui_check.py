@@ -77,6 +77,7 @@ def _stop(process: subprocess.Popen) -> None:
 
 def check(root: Path, shots: Path | None = None, runs: int = 2, env: dict | None = None) -> dict:
     """Follow the README's clicks; returns what was seen, raises AssertionError on a miss."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     port = _free_port()
@@ -110,7 +111,11 @@ def check(root: Path, shots: Path | None = None, runs: int = 2, env: dict | None
             page.locator("label:has(input[value=CHART])").first.click()
             charts = page.get_by_placeholder(re.compile("Search metric charts"))
             charts.fill("train/return")
-            time.sleep(4)
+            legend = page.get_by_text("train (train/return)", exact=True)
+            try:  # one legend entry per train run once the charts are drawn
+                legend.nth(runs - 1).wait_for(timeout=60_000)
+            except PlaywrightTimeout:
+                pass  # counted and asserted below
             body = page.inner_text("body")
             lines = re.findall(r"^train \(train/return\)$", body, flags=re.MULTILINE)
             seen["train_return_lines"] = len(lines)

@@ -257,12 +257,11 @@ def _team_users(server: str, *args: str, password: str = "") -> str:
     return done.stdout
 
 
-def test_one_login_per_person_with_a_grant_and_a_rotated_password(server):
+def test_one_login_per_person_with_a_grant_and_a_rotated_password(server, monkeypatch):
     """The admin creates two users and grants one EDIT on an experiment (scripts/team_users.py):
     only that one can log a run there; after a new password the old one is refused."""
-    client = mlflow.MlflowClient(server)
-    with _admin_login():
-        experiment = client.create_experiment("team-permissions")
+    _login(monkeypatch, PASSWORD)  # the admin makes the experiment
+    experiment = mlflow.MlflowClient(server).create_experiment("team-permissions")
     _team_users(server, "create", "alice", password="alice-password-1")
     _team_users(server, "create", "bob", password="bob-password-1")
     _team_users(server, "grant", "alice", "team-permissions")
@@ -273,21 +272,6 @@ def test_one_login_per_person_with_a_grant_and_a_rotated_password(server):
     search = "/api/2.0/mlflow/experiments/search?max_results=1"
     assert _as_user(server, "alice", "alice-password-1", search) == 401
     assert _as_user(server, "alice", "alice-password-2", search) == 200
-
-
-@contextmanager
-def _admin_login() -> Iterator[None]:
-    keys = {"MLFLOW_TRACKING_USERNAME": "admin", "MLFLOW_TRACKING_PASSWORD": PASSWORD}
-    saved = {k: os.environ.get(k) for k in keys}
-    os.environ.update(keys)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def test_a_changed_admin_password_takes_effect_at_the_next_start(tmp_path):
