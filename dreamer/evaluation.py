@@ -52,14 +52,14 @@ class Evaluation:
 
 
 def evaluate_agent(agent_path: str | Path, cfg: Config) -> tuple[Evaluation, dict]:
-    """Seed, load the agent saved at ``agent_path`` on ``cfg.device`` (refused when it was trained
-    on another env id), run ``evaluate.episodes`` seeded episodes with it and with the random
+    """Load the agent saved at ``agent_path`` on ``cfg.device`` (refused when it was trained on
+    another env id), seed, run ``evaluate.episodes`` seeded episodes with it and with the random
     policy, and with ``evaluate.video`` render the first one and the open-loop report.
 
     Returns the evaluation and the agent file's ``extra`` dict.
     """
-    seed_everything(cfg.seed, cfg.threads)
     agent, extra = load_agent(agent_path, device=cfg.device, env_id=cfg.env.id)
+    seed_everything(cfg.seed, cfg.threads)  # after the load, as in mean_return
     episodes, video = cfg.evaluate.episodes, cfg.evaluate.video
     records, frames = evaluate(agent, cfg, episodes, record_video=video)
     return Evaluation(
@@ -70,6 +70,14 @@ def evaluate_agent(agent_path: str | Path, cfg: Config) -> tuple[Evaluation, dic
         frames,
         open_loop_frames(agent, cfg) if video else None,
     ), extra
+
+
+def mean_return(agent: Agent, cfg: Config) -> float:
+    """The agent's mean return on the episodes :func:`evaluate_agent` runs, seeded the same way:
+    how another agent is scored on the same episodes (the registry's ``@best``)."""
+    seed_everything(cfg.seed, cfg.threads)
+    records, _ = evaluate(agent, cfg, cfg.evaluate.episodes)
+    return float(np.mean([r.score for r in records]))
 
 
 def evaluate(

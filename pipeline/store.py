@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
 import math
 import os
 import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -153,6 +155,7 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
         TrackingError: the server requires a login, or refuses the one given.
     """
     if uri.startswith(("http://", "https://")):
+        refuse_plain_http_login(uri)
         login = (uri, *(os.environ.get(f"MLFLOW_TRACKING_{k}", "") for k in _LOGIN_KEYS))
         if time.monotonic() - _answered.get(login, -math.inf) < PROBE_FRESH_S:
             return
@@ -178,6 +181,33 @@ def check_tracking(uri: str, timeout: float = PROBE_TIMEOUT_S) -> None:
     if path is not None:
         path.resolve().parent.mkdir(parents=True, exist_ok=True)
         _use_wal(path.resolve())
+
+
+def refuse_plain_http_login(uri: str) -> None:
+    """Refuse to send a login (``MLFLOW_TRACKING_USERNAME``/``_PASSWORD``/``_TOKEN``) to a
+    non-loopback ``http://`` server: Basic credentials cross the network in clear text. An
+    ``https://`` URI (a TLS reverse proxy in front of the server) is the fix;
+    ``MLFLOW_ALLOW_PLAIN_HTTP=1`` (the setting ``scripts/team_server.sh`` reads) accepts the risk.
+
+    Raises:
+        TrackingError: one line naming the host and both ways out.
+    """
+    parts = urllib.parse.urlsplit(uri)
+    if parts.scheme != "http" or os.environ.get("MLFLOW_ALLOW_PLAIN_HTTP") == "1":
+        return
+    if not any(os.environ.get(f"MLFLOW_TRACKING_{k}") for k in _LOGIN_KEYS):
+        return
+    host = parts.hostname or ""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name: only localhost is known to stay on this machine
+        loopback = False
+    if not loopback:
+        raise TrackingError(
+            f"refusing to send the MLflow login to {host} over plain http:// (clear text): "
+            "serve it through a TLS reverse proxy and use https://, or set "
+            "MLFLOW_ALLOW_PLAIN_HTTP=1 to accept that"
+        )
 
 
 def _use_wal(path: Path) -> None:

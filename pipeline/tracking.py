@@ -10,18 +10,16 @@ changed, so an execution may start at any stage). Every run is tagged ``stage``,
 ``git_commit``, ``dvc_exp_name`` and ``config_hash``; the parent also carries the whole config as
 params, so the MLflow UI compares the pipeline runs of a sweep by the params that differ.
 
-This module and :mod:`pipeline.store` are the only ones that import mlflow. It uses
-``MlflowClient`` with explicit run ids rather than mlflow's global active run, so nothing depends
-on (or leaks) fluent state.
+This module, :mod:`pipeline.store` and :mod:`pipeline.models` (the agent as an MLflow model, the
+registry) are the only ones that import mlflow. They use ``MlflowClient`` with explicit run ids
+rather than mlflow's global active run, so nothing depends on (or leaks) fluent state.
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import time
-import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -202,38 +200,14 @@ class StageRun:
         """Write ``data`` as the artifact ``name`` (``.json`` or ``.yaml`` by extension)."""
         self.client.log_dict(self.run_id, dict(data), name)
 
-    def log_pytorch_model(self, model: Any, name: str = "model") -> str:
-        """Log a ``torch.nn.Module`` with ``mlflow.pytorch`` (pickled), linked to this run.
-
-        Returns:
-            The model URI (``models:/m-…``) for :func:`load_pytorch_model`. Loading needs the
-            model's classes importable (the ``dreamer`` package).
-        """
-        import mlflow.pytorch
-        import torch
-
-        from dreamer.faults import fault_point
-
-        fault_point("tracking.log_model")  # killed here: training done, the run's model missing
-        mlflow.set_tracking_uri(self.tracking_uri)
-        quiet = logging.getLogger("mlflow.pytorch")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)  # its pickle-safety warning, once per call
+    def tag_of(self, run_id: str, key: str) -> str | None:
+        """Tag ``key`` of another run in this store (an upstream stage's), or None."""
+        if not run_id:
+            return None
         try:
-            with warnings.catch_warnings():
-                # mlflow inspects type hints for a signature we do not use, and says so
-                warnings.filterwarnings("ignore", message=".*type hint is inferred as AnyType")
-                info = mlflow.pytorch.log_model(
-                    model,
-                    name=name,
-                    run_id=self.run_id,
-                    # pickle, not the default 'pt2': pt2 traces forward() with an input example
-                    serialization_format="pickle",
-                    pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
-                )
-        finally:
-            quiet.setLevel(level)
-        return info.model_uri
+            return self.client.get_run(run_id).data.tags.get(key)
+        except MlflowException:
+            return None
 
 
 def _quote(value: str) -> str:
@@ -383,11 +357,3 @@ def download_artifact(
         tracking_uri=tracking_uri or resolve_tracking_uri(),
     )
     return Path(local)
-
-
-def load_pytorch_model(model_uri: str, tracking_uri: str = "") -> Any:
-    """Load a model logged by :meth:`StageRun.log_pytorch_model` (on CPU)."""
-    import mlflow.pytorch
-
-    mlflow.set_tracking_uri(tracking_uri or resolve_tracking_uri())
-    return mlflow.pytorch.load_model(model_uri, map_location="cpu")

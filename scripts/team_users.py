@@ -4,11 +4,15 @@
     export MLFLOW_TRACKING_USERNAME=admin MLFLOW_TRACKING_PASSWORD='…'   # the admin's login
     python scripts/team_users.py create alice                 # asks for alice's password
     python scripts/team_users.py grant alice dreamerv3         # EDIT on that experiment
+    python scripts/team_users.py grant alice --model dreamerv3-Pendulum-v1   # and on a model
     python scripts/team_users.py password alice               # a new password for alice (or admin)
 
 Passwords are read with a prompt, or from ``TEAM_USER_PASSWORD`` for scripts, never from the
 command line (every local user can read a command line in ``ps``). Each person then logs in as
-themselves (``MLFLOW_TRACKING_USERNAME=alice``); nobody's client uses ``admin``.
+themselves (``MLFLOW_TRACKING_USERNAME=alice``); nobody's client uses ``admin``. Whoever registers
+a model's first version manages that model; the others need ``grant --model`` to add versions.
+Like the stages, this refuses to send the admin's login over plain ``http://`` to another machine
+(``MLFLOW_ALLOW_PLAIN_HTTP=1`` accepts that).
 
 ``sync-admin`` is what ``scripts/team_server.sh`` runs before every start: MLflow applies
 ``MLFLOW_AUTH_ADMIN_PASSWORD`` only when it first creates the admin, so a changed value would be
@@ -27,6 +31,10 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository's packages
+from pipeline.store import TrackingError, refuse_plain_http_login  # noqa: E402
 
 
 def _password(prompt: str) -> str:
@@ -46,6 +54,7 @@ def _call(method: str, path: str, body: dict) -> dict:
             "error: set MLFLOW_TRACKING_URI (http[s]://…), MLFLOW_TRACKING_USERNAME and "
             "MLFLOW_TRACKING_PASSWORD to the server and the admin's login"
         )
+    refuse_plain_http_login(uri)
     if method == "GET":
         request = urllib.request.Request(f"{uri}{path}?{urllib.parse.urlencode(body)}")
     else:
@@ -86,33 +95,47 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = p.add_subparsers(dest="command", required=True)
     commands.add_parser("create", help="a new user").add_argument("user")
-    grant = commands.add_parser("grant", help="a permission on an experiment")
+    grant = commands.add_parser("grant", help="a permission on an experiment or a model")
     grant.add_argument("user")
-    grant.add_argument("experiment", help="the experiment's name (mlflow.experiment)")
+    target = grant.add_mutually_exclusive_group(required=True)
+    target.add_argument("experiment", nargs="?", help="the experiment's name (mlflow.experiment)")
+    target.add_argument("--model", help="a registered model's name (dreamerv3-<env id>)")
     grant.add_argument("--permission", default="EDIT", choices=["READ", "EDIT", "MANAGE"])
     commands.add_parser("password", help="a new password for a user").add_argument("user")
     commands.add_parser("sync-admin", help="(team_server.sh) the admin password from the env")
     args = p.parse_args(argv)
+    try:
+        run(args)
+    except TrackingError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    return 0
+
+
+def run(args: argparse.Namespace) -> None:
     if args.command == "create":
         body = {"username": args.user, "password": _password(f"password for {args.user}: ")}
         _call("POST", "/api/2.0/mlflow/users/create", body)
         print(f"team_users: created {args.user}")
     elif args.command == "grant":
+        if args.model:
+            what, resource = ("registered_model", args.model), f"model {args.model}"
+        else:
+            what = ("experiment", _experiment_id(args.experiment))
+            resource = f"experiment {args.experiment}"
         body = {
             "username": args.user,
-            "resource_type": "experiment",
-            "resource_id": _experiment_id(args.experiment),
+            "resource_type": what[0],
+            "resource_id": what[1],
             "permission": args.permission,
         }
         _call("POST", "/api/3.0/mlflow/users/permissions/grant", body)
-        print(f"team_users: {args.user} has {args.permission} on {args.experiment}")
+        print(f"team_users: {args.user} has {args.permission} on {resource}")
     elif args.command == "password":
         body = {"username": args.user, "password": _password(f"new password for {args.user}: ")}
         _call("PATCH", "/api/2.0/mlflow/users/update-password", body)
         print(f"team_users: new password for {args.user}")
     else:
         sync_admin()
-    return 0
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from dreamer.checkpoint import save_agent
 from dreamer.compiled import use_cache_dir
 from dreamer.faults import fault_point
 from dreamer.run import TrainingRun, load_warmup
-from pipeline import cli, tables
+from pipeline import cli, models, tables
 from pipeline.progress import TrainMonitor
 from pipeline.store import project_root
 
@@ -82,8 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         # train/* under the file's names; the last loss/* values are already in their curves
         run.log_metrics({k: v for k, v in summary.items() if k.startswith("train/")})
         run.log_artifact(curves, "curves")
-        run.log_artifact(args.agent, "model")
-        run.set_tags({"model_uri": run.log_pytorch_model(training.agent.eval(), "agent")})
+        run.set_tags({"model_uri": models.log_agent(run, args.agent)})  # weights, no pickle
     print(
         f"train: {summary['train/env_steps']} env steps, {summary['train/gradient_steps']} "
         f"updates, {summary['train/wall_seconds']:.0f}s -> {args.agent}"

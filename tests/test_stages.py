@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -185,14 +186,44 @@ def test_mlflow_runs_are_grouped_tagged_and_hold_the_model(project):
         "video/episode.gif"
     ]
 
-    # The logged model loads back and acts.
-    from pipeline.tracking import load_pytorch_model
+    # The logged model holds the agent file and its description, no pickle; it was registered
+    # by the evaluate stage as the first version, which is @best; both URIs load the agent.
+    from pipeline.models import load_agent
 
     model_uri = children["train"].data.tags["model_uri"]
-    agent = load_pytorch_model(model_uri, f"sqlite:///{project}/mlflow.db")
+    model = client.get_logged_model(model_uri.removeprefix("models:/"))
+    assert model.source_run_id == train_run
+    names = {a.path for a in client.list_logged_model_artifacts(model.model_id)}
+    assert names == {"agent.pt", "MLmodel"}
+    version = client.get_model_version_by_alias("dreamerv3-Pendulum-v1", "best")
+    assert version.source == model_uri and version.run_id == children["evaluate"].info.run_id
+    evaluation = json.loads((project / "metrics/eval.json").read_text())
+    assert float(version.tags["eval_return_mean"]) == evaluation["eval/return_mean"]
+    assert {"git_commit", "dvc_exp_name", "env_steps", "eval_episodes_key"} <= set(version.tags)
+    uri = f"sqlite:///{project}/mlflow.db"
+    for name in (model_uri, "models:/dreamerv3-Pendulum-v1@best"):
+        agent, extra = load_agent(name, uri, env_id="Pendulum-v1")
+        assert extra["env_steps"] == 600
     obs = {"vector": np.zeros((1, 3), np.float32)}
     action, _ = agent.act(obs, np.array([True]), agent.initial_state(1), deterministic=True)
     assert action.shape == (1, 1) and -1 <= action[0, 0] <= 1
+
+
+def test_the_readme_loads_the_best_agent_and_acts_with_it(project):
+    """The README's example, run as a user would: the registered @best agent plays an episode."""
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    (example,) = [block for block in blocks if "models:/dreamerv3-Pendulum-v1@best" in block]
+    done = subprocess.run(
+        [sys.executable, "-c", example],
+        cwd=project,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert re.fullmatch(r"return -\d+\.\d\n", done.stdout), done.stdout
 
 
 def test_second_plot_run_starts_a_new_pipeline_group(project, monkeypatch):

@@ -55,9 +55,14 @@ from tests.test_stages import STAGE_ARGS
 
 pytest.importorskip("psycopg", reason="psycopg (the PostgreSQL driver) is not installed")
 mlflow = pytest.importorskip("mlflow")
+torch = pytest.importorskip("torch")
+
+from dreamer.checkpoint import load_agent  # noqa: E402
+from pipeline import models  # noqa: E402
 
 PASSWORD = "s3cret-for-tests"  # the admin's
 PG_PASSWORD = "pg-s3cret-for-tests"  # PostgreSQL's, in MLFLOW_BACKEND_STORE_URI only
+MODEL = "dreamerv3-Pendulum-v1"
 
 
 def _postgres_bin(name: str) -> str | None:
@@ -258,8 +263,9 @@ def _team_users(server: str, *args: str, password: str = "") -> str:
 
 
 def test_one_login_per_person_with_a_grant_and_a_rotated_password(server, monkeypatch):
-    """The admin creates two users and grants one EDIT on an experiment (scripts/team_users.py):
-    only that one can log a run there; after a new password the old one is refused."""
+    """The admin creates two users and grants one EDIT on an experiment and on a registered model
+    (scripts/team_users.py): only that one can log a run or tag the model; after a new password
+    the old one is refused."""
     _login(monkeypatch, PASSWORD)  # the admin makes the experiment
     experiment = mlflow.MlflowClient(server).create_experiment("team-permissions")
     _team_users(server, "create", "alice", password="alice-password-1")
@@ -268,6 +274,13 @@ def test_one_login_per_person_with_a_grant_and_a_rotated_password(server, monkey
     run = {"experiment_id": experiment}
     assert _as_user(server, "bob", "bob-password-1", "/api/2.0/mlflow/runs/create", run) == 403
     assert _as_user(server, "alice", "alice-password-1", "/api/2.0/mlflow/runs/create", run) == 200
+    # a registered model: whoever may edit it adds versions, sets tags, moves aliases
+    mlflow.MlflowClient(server).create_registered_model("team-model")
+    _team_users(server, "grant", "alice", "--model", "team-model")
+    tag = {"name": "team-model", "key": "note", "value": "x"}
+    set_tag = "/api/2.0/mlflow/registered-models/set-tag"
+    assert _as_user(server, "bob", "bob-password-1", set_tag, tag) == 403
+    assert _as_user(server, "alice", "alice-password-1", set_tag, tag) == 200
     _team_users(server, "password", "alice", password="alice-password-2")
     search = "/api/2.0/mlflow/experiments/search?max_results=1"
     assert _as_user(server, "alice", "alice-password-1", search) == 401
@@ -363,14 +376,21 @@ def test_wrong_credentials_make_a_stage_exit_2_in_one_line(server, tmp_path):
 @pytest.fixture(scope="module")
 def machines(server, tmp_path_factory):
     """Machine A: a git + DVC copy of this repository on the tiny params, its git remote ``origin``
-    a bare repository and its default DVC remote a folder, logging to the team server with a
-    login. Machine B is a ``git clone`` of ``origin`` made by the tests at ``b``."""
+    a bare repository and its default DVC remote a folder, logging to the team server as carol
+    (her own login, EDIT on the experiment; not the admin). Machine B is a ``git clone`` of
+    ``origin`` made by the tests at ``b``."""
     base = tmp_path_factory.mktemp("machines")
     a, origin = copy_worktree(base / "a"), base / "origin.git"
+    # The admin makes the experiment and a login for the person who runs both machines.
+    with pytest.MonkeyPatch.context() as admin:
+        _login(admin, PASSWORD)
+        mlflow.MlflowClient(server).create_experiment("team-machines")
+    _team_users(server, "create", "carol", password="carol-password")
+    _team_users(server, "grant", "carol", "team-machines")
     env = process_env(
         MLFLOW_TRACKING_URI=server,
-        MLFLOW_TRACKING_USERNAME="admin",
-        MLFLOW_TRACKING_PASSWORD=PASSWORD,
+        MLFLOW_TRACKING_USERNAME="carol",
+        MLFLOW_TRACKING_PASSWORD="carol-password",
     )
     params = {
         **TINY_PARAMS,
@@ -455,9 +475,17 @@ def test_a_run_killed_on_one_machine_resumes_on_another(machines):
         assert finished["evaluate"].data.metrics["eval/return_mean"] == pytest.approx(
             evaluation["eval/return_mean"]
         )
-        # The model, downloaded through the server's artifact proxy, is the agent file's bytes.
-        folder = client.download_artifacts(train.info.run_id, "model", str(b.parent / "dl"))
-        assert (Path(folder) / "agent.pt").read_bytes() == (b / "models/agent.pt").read_bytes()
+        # Registered by carol's evaluate stage as the first version, @best; loaded through the
+        # server's artifact proxy by the documented loader, it is the agent file's weights.
+        best = client.get_model_version_by_alias(MODEL, "best")
+        assert str(best.version) == "1" and best.run_id == finished["evaluate"].info.run_id
+        assert best.source == train.data.tags["model_uri"]
+        assert float(best.tags["eval_return_mean"]) == evaluation["eval/return_mean"]
+        agent, extra = models.load_agent(f"models:/{MODEL}@best", machines["server"])
+    local, _ = load_agent(b / "models/agent.pt")
+    assert extra["env_steps"] == summary["train/env_steps"]
+    for name, value in local.state_dict().items():
+        assert torch.equal(agent.state_dict()[name], value), name
 
 
 def test_two_machines_share_queued_experiments_through_the_remotes(machines):
@@ -496,3 +524,9 @@ def test_two_machines_share_queued_experiments_through_the_remotes(machines):
         by_name = {r.data.tags["dvc_exp_name"]: r.data.params for r in parents}
         assert by_name["sweep-a"]["evaluate.episodes"] == "2"
         assert by_name["sweep-b"]["evaluate.episodes"] == "3"
+        # Each evaluation registered a version. The sweeps scored the same agent on other
+        # episodes, so each evaluated @best again on its own episodes first: the same agent
+        # scores the same, which is not better, so @best stays at the first version.
+        versions = client.search_model_versions(f"name = '{MODEL}'")
+        assert {v.tags["dvc_exp_name"] for v in versions} == {"workspace", "sweep-a", "sweep-b"}
+        assert str(client.get_model_version_by_alias(MODEL, "best").version) == "1"
