@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from benchmarks.study import code_commit, machine, write_summary  # noqa: E402
 from dreamer.faults import KILLED_MARKER  # noqa: E402
-from dreamer.loop import TIMING_COLUMNS  # noqa: E402
+from dreamer.records import TIMING_COLUMNS  # noqa: E402
 from dreamer.run import TIMING_KEYS  # noqa: E402
 from tests.helpers import TINY_PARAMS, copy_worktree, process_env, set_params  # noqa: E402
 

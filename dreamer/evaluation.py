@@ -17,7 +17,8 @@ from .agent import Agent
 from .checkpoint import load_agent
 from .config import Config
 from .env_pool import LocalEnvs
-from .loop import AgentPolicy, EpisodeRecord, Policy, random_policy, seeded_episode
+from .loop import AgentPolicy, Policy, random_policy, seeded_episode
+from .records import EpisodeRecord
 from .report import open_loop_frames
 from .seeding import eval_env_seed, seed_everything
 
@@ -35,8 +36,8 @@ class Evaluation:
 
     def summary(self) -> dict[str, float | int]:
         """``eval/*`` figures: the agent's returns and the random policy's on the same episodes."""
-        returns = np.array([r.score for r in self.records])
-        baseline = np.array([r.score for r in self.random_records])
+        returns = np.array([r.return_ for r in self.records])
+        baseline = np.array([r.return_ for r in self.random_records])
         return {
             "eval/return_mean": float(returns.mean()),
             "eval/return_std": float(returns.std()),
@@ -77,7 +78,7 @@ def mean_return(agent: Agent, cfg: Config) -> float:
     how another agent is scored on the same episodes (the registry's ``@best``)."""
     seed_everything(cfg.seed, cfg.threads)
     records, _ = evaluate(agent, cfg, cfg.evaluate.episodes)
-    return float(np.mean([r.score for r in records]))
+    return float(np.mean([r.return_ for r in records]))
 
 
 def evaluate(

@@ -24,37 +24,11 @@ from .config import Config, EnvConfig
 from .env_pool import LocalEnvs
 from .envs import DreamerEnv
 from .errors import DivergenceError, EnvDataError
+from .records import EpisodeRecord
 from .replay import Latents, ReplayBuffer
 from .seeding import restore_rng_state, rng_state
 
-# Columns of a metrics row that time the process, not the run: they differ between two runs of
-# the same params (and between a resumed run and an uninterrupted one); everything else is equal.
-TIMING_COLUMNS = ["wall_seconds", "updates_per_second"]
-# The columns of a metrics row before the agent's loss/* ones (the losses curve's header).
-LOSS_COLUMNS = [
-    "gradient_step",
-    "env_step",
-    "wall_seconds",
-    "updates_per_second",
-    "skipped_updates",
-]
 Policy = Callable[[dict, np.ndarray], np.ndarray]  # obs {key: (N, ...)}, is_first (N,) → (N, A)
-
-
-@dataclass
-class EpisodeRecord:
-    """One finished episode (a row of the episodes table)."""
-
-    episode: int
-    seed: int
-    env_step: int  # env steps (frames, action repeat included) when the episode ended
-    length: int
-    score: float
-
-    def row(self) -> dict:
-        row = asdict(self)
-        row["return"] = row.pop("score")
-        return row
 
 
 class Collector:
@@ -85,7 +59,7 @@ class Collector:
         self.obs: dict[str, np.ndarray] | None = None  # {key: (N, ...)} current observations
         self.needs_reset = np.ones(N, bool)  # the env's episode ended (or never started)
         self.is_first = np.ones(N, bool)
-        self._score, self._length = np.zeros(N), np.zeros(N, np.int64)
+        self._return, self._length = np.zeros(N), np.zeros(N, np.int64)
         self._pending: list[list[tuple]] = [[] for _ in range(N)]  # per env, not yet in replay
         self._pending_latents: list[list[Latents | None]] = [[] for _ in range(N)]
         self._last_index = np.zeros(N, np.int64)  # replay index of each env's newest added step
@@ -154,7 +128,7 @@ class Collector:
             for k in self.obs:
                 self.obs[k][i] = row[k]
             self.is_first[i] = True
-            self._score[i], self._length[i] = 0.0, 0
+            self._return[i], self._length[i] = 0.0, 0
             self._store(i, (row, zeros, 0.0, True, False, False))
         self.needs_reset[:] = False
 
@@ -172,7 +146,7 @@ class Collector:
             last = bool(terminated[i] or truncated[i])
             row = {k: v[i] for k, v in obs.items()}
             self._store(i, (row, actions[i], float(reward[i]), False, last, bool(terminated[i])))
-            self._score[i] += float(reward[i])
+            self._return[i] += float(reward[i])
             self._length[i] += 1
             self.env_steps += self.action_repeat
             if last:
@@ -182,7 +156,7 @@ class Collector:
                         self.seed,
                         self.env_steps,
                         int(self._length[i]),
-                        float(self._score[i]),
+                        float(self._return[i]),
                     )
                 )
                 self.episodes += 1

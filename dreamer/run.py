@@ -33,7 +33,8 @@ from .env_pool import make_envs
 from .envs import EnvSpec
 from .errors import CheckpointError, DivergenceError
 from .faults import fault_point
-from .loop import Counters, EpisodeRecord, Hooks, Trainer, collect_random
+from .loop import Counters, Hooks, Trainer, collect_random
+from .records import EpisodeRecord
 from .replay import ReplayBuffer
 from .seeding import seed_everything, train_env_seed
 
@@ -56,7 +57,7 @@ RESUME_SECTIONS = (
 TIMING_KEYS = frozenset(
     {
         "train/wall_seconds",
-        "train/updates_per_second",
+        "train/mean_updates_per_second",
         "train/compile_seconds",
         "train/peak_rss_mib",
         "train/resumed",
@@ -336,7 +337,10 @@ class TrainingRun:
             "train/gradient_steps": agent.gradient_steps,
             "train/episodes": c.episodes,
             "train/wall_seconds": round(c.wall_seconds, 2),
-            "train/updates_per_second": round(agent.gradient_steps / max(c.wall_seconds, 1e-9), 3),
+            # the whole run's rate; the losses curve's updates_per_second is each interval's
+            "train/mean_updates_per_second": round(
+                agent.gradient_steps / max(c.wall_seconds, 1e-9), 3
+            ),
             "train/return_last10_mean": sum(recent) / len(recent) if recent else None,
             "train/resumed": self.resumed,
             "train/skipped_updates": c.skipped_updates,

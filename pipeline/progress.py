@@ -13,7 +13,8 @@ import time
 
 from tqdm import tqdm
 
-from dreamer.loop import EpisodeRecord, Hooks, Trainer
+from dreamer.loop import Hooks, Trainer
+from dreamer.records import EpisodeRecord
 
 from .tracking import StageRun
 
@@ -47,8 +48,8 @@ class TrainMonitor:
         )
 
     def on_episode(self, record: EpisodeRecord) -> None:
-        self._log({"train/return": record.score, "train/length": record.length}, record.env_step)
-        self.returns = (self.returns + [record.score])[-10:]
+        self._log({"train/return": record.return_, "train/length": record.length}, record.env_step)
+        self.returns = (self.returns + [record.return_])[-10:]
         self.postfix["return"] = f"{sum(self.returns) / len(self.returns):.1f}"
         self.bar.set_postfix(self.postfix, refresh=False)
 

@@ -14,10 +14,12 @@ Tables:
 - transitions (:func:`transitions_schema`, built from the replay buffer with
   :func:`transitions_frame`): ``step, stream, reward, is_first, is_last, is_terminal,
   action_0…, obs/<key>_<i>…`` (``stream``: the env of the step; episodes are checked per stream);
-- episodes (:data:`EPISODES`): ``episode, seed, return, length, env_step[, stage]``; the training
-  episodes (``metrics/train/returns.csv``) also have a non-decreasing ``env_step``;
-- training losses (``metrics/train/losses.csv``): ``gradient_step, env_step, wall_seconds,
-  updates_per_second, loss/*…`` and any other numeric columns.
+- episodes (:data:`EPISODES`): ``dreamer.records.EPISODE_COLUMNS`` (``episode, seed, env_step,
+  length, return``) ``[, stage]``; the training episodes (``metrics/train/returns.csv``) also
+  have a non-decreasing ``env_step``;
+- training losses (``metrics/train/losses.csv``): ``dreamer.records.LOSS_COLUMNS``
+  (``gradient_step, env_step, wall_seconds, updates_per_second, skipped_updates``), ``loss/*…``
+  and any other numeric columns.
 
 This is the only module that imports pandera.
 """
@@ -34,6 +36,7 @@ import pandera.pandas as pa
 from pandera.errors import SchemaError, SchemaErrorReason, SchemaErrors
 
 from dreamer.errors import UserError
+from dreamer.records import EPISODE_COLUMNS, LOSS_COLUMNS
 
 _SHOW_ROWS = 5  # bad rows named in a message
 _TOLERANCE = 1e-6  # slack on bounds, for float32 round-off
@@ -259,12 +262,17 @@ def transitions_schema(
 
 
 # --- episodes and training metrics ----------------------------------------------------------------
-_EPISODE_COLUMNS = {
+# The checks of each column the library names (dreamer.loop's EPISODE_COLUMNS and LOSS_COLUMNS):
+# built from those lists, so a column added there without a check here fails at import.
+_EPISODE_CHECKS = {
     "episode": _column("integer", _NON_NEGATIVE, unique=True),
     "seed": _column("integer"),
-    "return": _column("number", _FINITE),
-    "length": _column("integer", pa.Check.gt(0, error="has values <= 0")),
     "env_step": _column("integer", _NON_NEGATIVE),
+    "length": _column("integer", pa.Check.gt(0, error="has values <= 0")),
+    "return": _column("number", _FINITE),
+}
+_EPISODE_COLUMNS = {
+    **{name: _EPISODE_CHECKS[name] for name in EPISODE_COLUMNS},
     "stage": _column("string", required=False),
 }
 
@@ -277,17 +285,20 @@ TRAIN_RETURNS = pa.DataFrameSchema(
 )
 """``metrics/train/returns.csv``: training episodes in the order they ended."""
 
-_LOSS_STEP_COLUMNS = ("gradient_step", "env_step", "wall_seconds", "updates_per_second")
+_LOSS_CHECKS = {
+    "gradient_step": _column("integer", _NON_NEGATIVE, _INCREASING),
+    "env_step": _column("integer", _NON_NEGATIVE, _NON_DECREASING),
+    "wall_seconds": _column("number", _FINITE, _NON_NEGATIVE),
+    "updates_per_second": _column("number", _FINITE, _NON_NEGATIVE),
+    "skipped_updates": _column("integer", _NON_NEGATIVE),
+}
 
 TRAIN_LOSSES = pa.DataFrameSchema(
     {
-        "gradient_step": _column("integer", _NON_NEGATIVE, _INCREASING),
-        "env_step": _column("integer", _NON_NEGATIVE, _NON_DECREASING),
-        "wall_seconds": _column("number", _FINITE, _NON_NEGATIVE),
-        "updates_per_second": _column("number", _FINITE, _NON_NEGATIVE),
+        **{name: _LOSS_CHECKS[name] for name in LOSS_COLUMNS},
         r"^loss/.+$": _column("number", _FINITE, required=False, regex=True),
-        # any other column: numeric, NaN allowed (not measured yet), infinity not
-        rf"^(?!loss/)(?!(?:{'|'.join(_LOSS_STEP_COLUMNS)})$).+$": _column(
+        # any other column (behavior/*, …): numeric, NaN allowed (not measured yet), infinity not
+        rf"^(?!loss/)(?!(?:{'|'.join(LOSS_COLUMNS)})$).+$": _column(
             "numeric or boolean", _NOT_INFINITE, required=False, regex=True
         ),
     },

@@ -4,16 +4,14 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dreamer.loop import LOSS_COLUMNS, EpisodeRecord
+from dreamer.records import EPISODE_COLUMNS, LOSS_COLUMNS, EpisodeRecord
 from dreamer.replay import ReplayBuffer
 
 from . import schemas
 
-EPISODE_COLUMNS = ["episode", "seed", "env_step", "length", "return"]
-
 
 def episodes_frame(records: list[EpisodeRecord]) -> pd.DataFrame:
-    """One row per finished episode: episode, seed, env_step, length, return."""
+    """One row per finished episode, under :data:`~dreamer.loop.EPISODE_COLUMNS`."""
     return pd.DataFrame([r.row() for r in records], columns=EPISODE_COLUMNS)
 
 

@@ -28,7 +28,7 @@ def test_collect_random_stores_episodes_with_the_time_convention():
     assert np.flatnonzero(data["is_last"]).tolist() == [200, 401]
     assert not data["is_terminal"].any()  # truncation is not termination
     assert np.all(data["action"][data["is_first"]] == 0)
-    assert records[0].score == pytest.approx(data["reward"][1:201].sum(), rel=1e-5)
+    assert records[0].return_ == pytest.approx(data["reward"][1:201].sum(), rel=1e-5)
 
 
 @pytest.mark.parametrize("num_envs", [1, 2])

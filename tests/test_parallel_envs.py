@@ -94,7 +94,7 @@ def test_windows_never_mix_envs_and_episodes_stay_in_order(pool):
     ends = np.flatnonzero(data["is_last"])
     assert len(ends) == len(records) == collector.episodes
     assert sorted(int(obs[i, 1]) for i in ends) == sorted(r.length for r in records)
-    assert sorted(r.score for r in records) == sorted(
+    assert sorted(r.return_ for r in records) == sorted(
         float(obs[i, 1] * (obs[i, 1] + 1) / 2) for i in ends
     )
     # Sampled windows stay inside one stream.

@@ -244,6 +244,7 @@ def _losses(n: int = 8) -> pd.DataFrame:
             "env_step": 1000 + steps * 100,
             "wall_seconds": steps * 2.5,
             "updates_per_second": np.full(n, 20.0),
+            "skipped_updates": np.zeros(n, np.int64),
             "loss/reconstruction": np.linspace(3, 1, n),
             "loss/reward": np.linspace(2, 0.1, n),
             "actor/entropy": np.r_[np.nan, np.ones(n - 1)],  # not every metric exists on row 0
@@ -275,6 +276,7 @@ def test_good_losses_pass():
         (lambda d: _set(d, "updates_per_second", 4, np.nan), "updates_per_second", "non-finite"),
         (lambda d: _set(d, "actor/entropy", 6, np.inf), "actor/entropy", "infinite values"),
         (lambda d: d.drop(columns=["wall_seconds"]), "wall_seconds", "is missing"),
+        (lambda d: _set(d, "skipped_updates", 2, -1), "skipped_updates", "below 0"),
         (lambda d: d.assign(**{"loss/kl": ["a"] * len(d)}), "loss/kl", "expected number"),
     ],
 )

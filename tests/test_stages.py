@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dreamer.loop import TIMING_COLUMNS
+from dreamer.records import TIMING_COLUMNS
 from dreamer.run import TIMING_KEYS
 from pipeline import cli, schemas
 
@@ -118,7 +118,7 @@ def test_stage_outputs(project):
         "train/env_steps",
         "train/gradient_steps",
         "train/wall_seconds",
-        "train/updates_per_second",
+        "train/mean_updates_per_second",
         "loss/world_model",
     } <= set(summary)
     assert summary["train/env_steps"] == 600 and summary["train/resumed"] is False
@@ -142,7 +142,7 @@ def test_stage_outputs(project):
     from dreamer.config import load_config
     from dreamer.evaluation import evaluate_random
 
-    baseline = [r.score for r in evaluate_random(load_config(project / "params.yaml"), 2)]
+    baseline = [r.return_ for r in evaluate_random(load_config(project / "params.yaml"), 2)]
     assert evaluation["eval/random_return_mean"] == pytest.approx(np.mean(baseline))
     assert evaluation["eval/random_return_std"] == pytest.approx(np.std(baseline))
     assert evaluation["eval/random_return_mean"] < -500  # Pendulum: random swinging scores ≈ −1,200

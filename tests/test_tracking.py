@@ -394,7 +394,7 @@ class FlakyRun:
 
 
 def test_a_logging_failure_during_training_is_kept_retried_and_reported(monkeypatch, capsys):
-    from dreamer.loop import EpisodeRecord
+    from dreamer.records import EpisodeRecord
     from pipeline import progress
 
     clock = [0.0]
