@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from .agent import Agent
-from .config import Config, EnvConfig
+from .config import EnvConfig, TrainingConfig
 from .env_pool import LocalEnvs
 from .envs import DreamerEnv
 from .errors import DivergenceError, EnvDataError
@@ -251,18 +251,24 @@ class Trainer:
         agent: Agent,
         envs,
         replay: ReplayBuffer,
-        cfg: Config,
+        training: TrainingConfig,
+        seed: int,
+        action_repeat: int,
         start_env_steps: int = 0,
         start_episodes: int = 0,
     ):
-        self.agent, self.envs, self.replay, self.cfg = agent, envs, replay, cfg
-        self.rng = np.random.default_rng(cfg.seed + 1)  # replay sampling
-        self.collector = Collector(envs, replay, cfg.seed, cfg.env.action_repeat)
+        """Args: the ``training`` section; ``seed`` (the collector's episode seeds, and
+        ``seed + 1`` for replay sampling); the env's ``action_repeat`` (env steps count frames,
+        the train ratio counts actions); where the warm-up left the counters."""
+        self.agent, self.envs, self.replay = agent, envs, replay
+        self.training, self.action_repeat = training, action_repeat
+        self.rng = np.random.default_rng(seed + 1)  # replay sampling
+        self.collector = Collector(envs, replay, seed, action_repeat)
         self.collector.env_steps, self.collector.episodes = start_env_steps, start_episodes
         self.policy = AgentPolicy(agent, envs.num_envs)
-        t = cfg.training
+        t = training
         if t.replay_context:
-            m = cfg.model
+            m = agent.cfg.model  # the stored latents have the agent's widths
             replay.attach_latents(m.deter, m.stoch, m.classes)
         # Log and checkpoint at multiples of their intervals (comparable across runs).
         self.counters = Counters(
@@ -276,10 +282,8 @@ class Trainer:
         self._last_log = (time.perf_counter(), agent.gradient_steps)
 
     def compile(self) -> float:
-        """With ``compile: true``, torch.compile the agent's update and its policy step for these
-        envs now (``Agent.compile``), so no compilation stalls the loop. Returns the seconds."""
-        if not self.cfg.compile:
-            return 0.0
+        """torch.compile the agent's update and its policy step for these envs now
+        (``Agent.compile``), so no compilation stalls the loop. Returns the seconds."""
         seconds = self.agent.compile(self.envs.num_envs)
         self._last_log = (time.perf_counter(), self.agent.gradient_steps)  # not in updates/s
         return seconds
@@ -289,7 +293,7 @@ class Trainer:
 
         An agent step is one action of one env, ``action_repeat`` frames: the official
         ``train_ratio`` counts replayed steps per agent step (``env_steps`` here count frames)."""
-        t = self.cfg.training
+        t = self.training
         context = int(t.replay_context)  # windows carry one extra first step: the context
         self.counters.updates_owed += t.updates_per_agent_step * agent_steps
         while self.counters.updates_owed >= 1.0:
@@ -313,7 +317,7 @@ class Trainer:
         c = self.counters
         c.skipped_updates += 1
         c.skipped_in_row += 1
-        if c.skipped_in_row >= self.cfg.training.max_skipped_updates:
+        if c.skipped_in_row >= self.training.max_skipped_updates:
             raise DivergenceError(
                 f"training diverged: {c.skipped_in_row} updates in a row had a non-finite loss "
                 f"or gradient (training.max_skipped_updates), the last after update "
@@ -322,11 +326,11 @@ class Trainer:
 
     def run(self, hooks: Hooks | None = None) -> Counters:
         hooks = hooks or Hooks()
-        t, c = self.cfg.training, self.counters
+        t, c = self.training, self.counters
         started = time.perf_counter() - c.wall_seconds
         while c.env_steps < t.env_steps:
             records = self.collector.step(self.policy)
-            self.train_owed((self.collector.env_steps - c.env_steps) // self.cfg.env.action_repeat)
+            self.train_owed((self.collector.env_steps - c.env_steps) // self.action_repeat)
             c.env_steps, c.episodes = self.collector.env_steps, self.collector.episodes
             c.wall_seconds = time.perf_counter() - started
             if hooks.on_episode:

@@ -192,7 +192,9 @@ class TrainingRun:
                 self.agent,
                 self.envs,
                 self.replay,
-                cfg,
+                cfg.training,
+                cfg.seed,
+                cfg.env.action_repeat,
                 start_env_steps=warmup.env_steps,
                 start_episodes=warmup.episodes,
             )
@@ -266,7 +268,7 @@ class TrainingRun:
     def compile(self) -> float:
         """Compile the update and the policy step now (``compile: true``; once). Returns seconds."""
         if self.compile_seconds is None:
-            self.compile_seconds = self.trainer.compile()
+            self.compile_seconds = self.trainer.compile() if self.cfg.compile else 0.0
         return self.compile_seconds
 
     def run(self, hooks: Hooks | None = None) -> Counters:

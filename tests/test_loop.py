@@ -67,7 +67,16 @@ def _trainer(cfg, env_steps=None):
     collector, records = collect_random(warm_env, replay, cfg.warmup.steps, cfg.seed)
     agent = Agent(warm_env.spec, cfg)
     env = make_envs(cfg.env, cfg.seed + 1)
-    return Trainer(agent, env, replay, cfg, collector.env_steps, len(records))
+    return Trainer(
+        agent,
+        env,
+        replay,
+        cfg.training,
+        cfg.seed,
+        cfg.env.action_repeat,
+        collector.env_steps,
+        len(records),
+    )
 
 
 def test_trainer_trains_at_train_ratio_and_calls_hooks():
@@ -135,7 +144,7 @@ def test_resumed_run_continues_exactly(tmp_path):
         )
     )
     second.replay = ReplayBuffer(second.envs.spec, 5000)
-    m = second.cfg.model
+    m = second.agent.cfg.model
     second.replay.attach_latents(m.deter, m.stoch, m.classes)  # as Trainer does with its replay
     second.replay.extend(saved["replay"])
     second.collector.replay = second.replay
