@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -399,9 +398,9 @@ def test_unreachable_mlflow_server_fails_fast(project, tmp_path):
     _copy_upstream(project, tmp_path)
     os.environ["MLFLOW_TRACKING_URI"] = "http://127.0.0.1:9"  # discard port: nothing listens
     try:
-        started = time.monotonic()
         line = _one_line_failure("warmup", tmp_path)
-        assert "unreachable" in line and time.monotonic() - started < 30
+        # the probe's line (mlflow's own client would retry for minutes and say something else)
+        assert line.startswith("error: mlflow tracking server http://127.0.0.1:9 is unreachable (")
     finally:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
 
