@@ -9,7 +9,8 @@ Each size runs in its own subprocess. Inside it, one agent per variant (same see
 the start) is built, the compiled ones are compiled (the seconds are printed separately), and then
 the variants' updates are timed *interleaved* (A, B, A, B, …) on one fixed synthetic batch, so a
 machine that speeds up or slows down during the run affects all variants alike. The first variant
-is the baseline of the printed ratios. A variant is ``eager`` or ``compiled`` and a precision
+is the baseline of the printed ratios. A variant is ``eager`` or ``compiled`` (or ``region``:
+compiled, with the whole imagination as one graph, a lever under test) and a precision
 (``float32``, ``bfloat16`` or ``auto``, the default: bfloat16 where the hardware has it).
 
 Per variant it prints seconds per update (median), the ratio to the baseline, the phases of an
@@ -24,6 +25,7 @@ The batch is Pendulum-shaped (3-D vector observation, 1-D continuous action) unl
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import resource
 import statistics
@@ -155,6 +157,7 @@ def measure(name: str, args) -> dict:
     for variant in args.variants:
         mode, precision = variant.split("-")
         torch.manual_seed(0)
+        mode, region = ("compiled", True) if mode == "region" else (mode, False)
         cfg = config_from_dict(
             {
                 "device": args.device,
@@ -167,6 +170,11 @@ def measure(name: str, args) -> dict:
         agent = Agent(spec, cfg)
         if cfg.compile:
             compile_seconds[variant] = agent.compile(num_envs=1)
+        if region:  # the lever under test: the H-step imagination as one graph, not H
+            ac = agent.actor_critic
+            ac.imagine = torch.compile(
+                functools.partial(type(ac).imagine, ac), fullgraph=True, dynamic=False
+            )
         timer = PhaseTimer(args.device)
         for phase, (owner, method) in PHASES.items():
             target = getattr(agent, owner)
@@ -281,7 +289,8 @@ def main(argv=None) -> None:
         "--variants",
         nargs="+",
         default=["eager-float32", "compiled-auto"],
-        help="{eager,compiled}-{float32,bfloat16,auto}; the first is the baseline",
+        help="{eager,compiled,region}-{float32,bfloat16,auto}; the first is the baseline "
+        "(region: compiled, and the whole imagination one graph instead of one per step)",
     )
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--length", type=int, default=64)
@@ -301,8 +310,15 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     for variant in args.variants:
         mode, _, precision = variant.partition("-")
-        if mode not in ("eager", "compiled") or precision not in ("float32", "bfloat16", "auto"):
-            p.error(f"--variants: {variant!r} is not {{eager,compiled}}-{{float32,bfloat16,auto}}")
+        if mode not in ("eager", "compiled", "region") or precision not in (
+            "float32",
+            "bfloat16",
+            "auto",
+        ):
+            p.error(
+                f"--variants: {variant!r} is not {{eager,compiled,region}}-"
+                "{float32,bfloat16,auto}"
+            )
     if args.one:
         print(json.dumps(measure(args.one, args)))
         return
