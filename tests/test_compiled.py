@@ -100,7 +100,7 @@ def test_compiled_agent_trains_acts_and_pickles(pair):
     for first, deterministic in ((True, False), (False, True)):
         action, state = fast.act(obs, np.array([first]), state, deterministic)
         assert action.shape == (1, spec.action_dim) and np.abs(action).max() <= 1
-    # MLflow pickles the agent: nothing compiled lives in a module's state; a copy runs eagerly.
+    # Nothing compiled lives in a module's state: a pickled (or deep-copied) agent runs eagerly.
     copy = pickle.loads(pickle.dumps(fast))
     assert not is_compiled(copy.world_model.rssm)
     for a, b in zip(copy.state_dict().values(), fast.state_dict().values()):
