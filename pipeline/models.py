@@ -185,11 +185,9 @@ def _register(run, cfg, model_uri, score, env_steps, rescore) -> Registration:
             previous_score = float(previous.tags["eval_return_mean"])
         else:
             previous_score = _rescored(rescore, f"models:/{name}/{previous.version}")
-    best = version
-    if previous is not None and not score > previous_score:
-        best = previous.version
-    else:
+    if previous is None or score > previous_score:
         client.set_registered_model_alias(name, BEST, version)
+    best = _settle(client, name, key)
     return Registration(
         name,
         str(version),
@@ -197,6 +195,31 @@ def _register(run, cfg, model_uri, score, env_steps, rescore) -> Registration:
         None if previous is None else str(previous.version),
         previous_score,
     )
+
+
+def _settle(client: MlflowClient, name: str, key: str) -> str:
+    """Point ``@best`` at the highest-scoring version scored on ``key``'s episodes, if it points at
+    a lower-scoring one of them; returns where it points.
+
+    Two evaluations finishing at once (two queue workers) may both compare with the same best
+    and both move the alias; the later write could leave a lower score there. Each registration
+    ends with this check, so the alias comes to rest on the best of those versions: the window
+    narrows to the moment between one registration's check and the other's write (MLflow has no
+    compare-and-set on an alias).
+    """
+    current = _best(client, name)
+    if current is None or current.tags.get("eval_episodes_key") != key:
+        return str(current.version) if current is not None else ""
+    scored = [
+        v
+        for v in client.search_model_versions(f"name = '{name}'")
+        if v.tags.get("eval_episodes_key") == key and "eval_return_mean" in v.tags
+    ]
+    top = max(scored, key=lambda v: (float(v.tags["eval_return_mean"]), -int(v.version)))
+    if float(top.tags["eval_return_mean"]) > float(current.tags["eval_return_mean"]):
+        client.set_registered_model_alias(name, BEST, top.version)
+        return str(top.version)
+    return str(current.version)
 
 
 def _best(client: MlflowClient, name: str):

@@ -145,10 +145,35 @@ def test_best_moves_only_on_a_better_score_on_the_same_episodes(local_store, cfg
     moved = register(other, -350.0)
     assert moved.best == "5" and str(client.get_model_version_by_alias(NAME, "best").version) == "5"
 
-    # A best that no longer loads is replaced, with a warning.
+    # A best that no longer loads is replaced, with a warning: by the highest score on these
+    # episodes, here version 3's (-400), not the new -900.
     scores[f"models:/{NAME}/5"] = "damaged"
     replaced = register(cfg, -900.0)
-    assert replaced.best == "6" and replaced.previous_score == -float("inf")
+    assert replaced.previous_score == -float("inf") and replaced.best == "3"
+
+
+def test_two_evaluations_at_once_leave_best_on_the_higher_score(
+    local_store, cfg, agent_file, monkeypatch
+):
+    """Two queue workers: B read @best before A moved it, so B compares with the old best and
+    moves the alias over A's higher score; B's closing check puts it back on A's version."""
+    client = MlflowClient(local_store)
+
+    def register(score):
+        with tracking.stage_run(cfg, "evaluate") as run:
+            uri = models.log_agent(run, agent_file)
+            return models.register_agent(run, cfg, uri, score, 0, rescore=lambda uri: 0.0)
+
+    register(-500.0)  # version 1, @best
+    stale = client.get_model_version_by_alias(NAME, "best")
+    assert register(-400.0).best == "2"  # A
+    reads = iter([stale])  # B's first read is the one it made before A's write
+    real = models._best
+    monkeypatch.setattr(models, "_best", lambda c, n: next(reads, None) or real(c, n))
+    b = register(-450.0)
+    assert (b.version, b.previous, b.best) == ("3", "1", "2")
+    assert str(client.get_model_version_by_alias(NAME, "best").version) == "2"
+    assert "@best stays at 2" in b.line(-450.0)
 
 
 def test_the_registry_loads_the_best_version_it_names(local_store, cfg, agent_file, tmp_path):
