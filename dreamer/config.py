@@ -188,7 +188,7 @@ class TrainingConfig(_Block):
 
     # env_steps and train_ratio default to params.yaml's top-level values: presets may replace a
     # top-level value only while it equals its default (apply_env_preset).
-    env_steps: PositiveInt = 12000  # total env steps, warm-up included
+    env_steps: PositiveInt = 6000  # total env steps, warm-up included
     train_ratio: PositiveFloat = 256.0  # replayed steps per agent step (official meaning)
     batch_size: PositiveInt = 16
     batch_length: Annotated[int, Field(ge=2, description="an integer of at least 2")] = 64

@@ -78,3 +78,19 @@ def test_the_default_run_study_is_the_committed_run():
     assert (study / "figure.png").read_bytes() == (REPO / "plots/returns.png").read_bytes()
     assert run["train_seconds"] == train["train/wall_seconds"]
     assert summary["gradient_steps"] == train["train/gradient_steps"]
+
+
+def test_the_default_run_times_each_stage_from_dvc_lines_and_fails_with_the_command():
+    spec = importlib.util.spec_from_file_location("default_run", REPO / "benchmarks/default_run.py")
+    default_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(default_run)
+    script = (
+        "echo \"Running stage 'warmup':\"; sleep 0.3; printf 'bar\\r'; "
+        "echo \"Running stage 'train':\"; sleep 0.6; echo done"
+    )
+    seconds, stages = default_run.run_timed(["bash", "-c", script])
+    assert list(stages) == ["warmup", "train"]
+    assert stages["warmup"] >= 0.3 and stages["train"] >= 0.6  # the sleeps: lower bounds only
+    assert stages["warmup"] + stages["train"] <= seconds + 0.1
+    with pytest.raises(default_run.subprocess.CalledProcessError):
+        default_run.run_timed(["bash", "-c", "echo \"Running stage 'train':\"; exit 3"])
