@@ -104,14 +104,37 @@ def record(
             }
         ],
     }
+    summary["notes"] = _notes(stage_seconds or {}, first_run, train)
+    return write_summary(STUDY, summary, generated=("notes",))  # a note says how it ran
+
+
+def _notes(stage_seconds: dict, first_run: bool, train: dict) -> list[str]:
+    """How the run ran: as a fresh clone or not, each stage's seconds, the stages not run."""
+    compile_s, training_s = train["train/compile_seconds"], train["train/wall_seconds"]
+    notes = []
     if first_run:
-        stages = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in stage_seconds.items())
-        summary["notes"] = [
-            "A first run as from a fresh clone (--first-run): no kernel cache (the compile is "
-            f"cold: {train['train/compile_seconds']:.0f} s of training), no checkpoint, every "
-            f"stage run (dvc repro --force). Stages: {stages}."
+        notes.append(
+            "A first run as from a fresh clone (--first-run): no kernel cache, so the train "
+            f"stage's compile was cold ({compile_s:.0f} s); no checkpoint; every stage run "
+            "(dvc repro --force)."
+        )
+    if stage_seconds:
+        parts = [
+            f"{name} {seconds:.0f} s"
+            + (
+                f" (compile {compile_s:.0f} s, training {training_s:.0f} s)"
+                if name == "train"
+                else ""
+            )
+            for name, seconds in stage_seconds.items()
         ]
-    return write_summary(STUDY, summary)
+        notes.append("Stages' wall-clock: " + ", ".join(parts) + ".")
+        skipped = [s for s in ("warmup", "train", "evaluate", "plot") if s not in stage_seconds]
+        if skipped:
+            notes.append(
+                f"Not run (up to date or restored from DVC's run cache): {', '.join(skipped)}."
+            )
+    return notes
 
 
 def main(argv: list[str] | None = None) -> int:

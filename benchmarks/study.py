@@ -62,15 +62,18 @@ def code_commit() -> str:
     return head.stdout.strip() + (" + uncommitted changes" if dirty.stdout.strip() else "")
 
 
-def write_summary(folder: Path, summary: dict) -> Path:
+def write_summary(folder: Path, summary: dict, generated: tuple[str, ...] = ()) -> Path:
     """Write ``folder/summary.json`` atomically, keeping the hand-written keys already there
-    and those ``summary`` does not have."""
+    (but those named in ``generated``: the caller writes them) and those ``summary`` lacks."""
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "summary.json"
     kept = {}
     if path.exists():
         old = json.loads(path.read_text())
-        kept = {k: v for k, v in old.items() if k in WRITTEN_BY_HAND or k not in summary}
+        hand = set(WRITTEN_BY_HAND) - set(generated)
+        kept = {
+            k: v for k, v in old.items() if k in hand or (k not in summary and k not in generated)
+        }
     merged = {**summary, **kept, "date": summary.get("date", date.today().isoformat())}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(merged, indent=1, ensure_ascii=False) + "\n")
