@@ -117,7 +117,13 @@ class Registration:
             if self.previous is None
             else f" (version {self.previous}: {self.previous_score:.1f} on the same episodes)"
         )
-        moved = "moved to" if self.best == self.version else "stays at"
+        moved = (  # "now at": another registration or the closing check (_settle) put it there
+            "moved to"
+            if self.best == self.version
+            else "stays at"
+            if self.best == self.previous
+            else "now at"
+        )
         return (
             f"registered {self.name} version {self.version} (return {score:.1f}); "
             f"@{BEST} {moved} {self.best}{was}"
@@ -239,7 +245,7 @@ def _rescored(rescore: Callable[[str], float], uri: str) -> float:
     except CheckpointError as exc:
         from pipeline.store import warn_once
 
-        warn_once(f"{uri} cannot be evaluated ({exc}); the new version replaces it as @{BEST}")
+        warn_once(f"{uri} cannot be evaluated ({exc}); another version becomes @{BEST}")
         return -math.inf
 
 

@@ -262,7 +262,7 @@ def transitions_schema(
 
 
 # --- episodes and training metrics ----------------------------------------------------------------
-# The checks of each column the library names (dreamer.loop's EPISODE_COLUMNS and LOSS_COLUMNS):
+# The checks of each column the library names (dreamer.records' EPISODE_COLUMNS and LOSS_COLUMNS):
 # built from those lists, so a column added there without a check here fails at import.
 _EPISODE_CHECKS = {
     "episode": _column("integer", _NON_NEGATIVE, unique=True),

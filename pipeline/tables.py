@@ -11,7 +11,7 @@ from . import schemas
 
 
 def episodes_frame(records: list[EpisodeRecord]) -> pd.DataFrame:
-    """One row per finished episode, under :data:`~dreamer.loop.EPISODE_COLUMNS`."""
+    """One row per finished episode, under :data:`~dreamer.records.EPISODE_COLUMNS`."""
     return pd.DataFrame([r.row() for r in records], columns=EPISODE_COLUMNS)
 
 

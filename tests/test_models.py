@@ -173,7 +173,7 @@ def test_two_evaluations_at_once_leave_best_on_the_higher_score(
     b = register(-450.0)
     assert (b.version, b.previous, b.best) == ("3", "1", "2")
     assert str(client.get_model_version_by_alias(NAME, "best").version) == "2"
-    assert "@best stays at 2" in b.line(-450.0)
+    assert "@best now at 2" in b.line(-450.0)  # B read version 1 as the best; A had moved it
 
 
 def test_the_registry_loads_the_best_version_it_names(local_store, cfg, agent_file, tmp_path):
