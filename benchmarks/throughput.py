@@ -263,6 +263,8 @@ def report(r: dict, variants: list[str]) -> None:
     for variant in variants:
         v = r["variants"][variant]
         compiled = f", compiled in {v['compile_seconds']:.1f} s" if v["compile_seconds"] else ""
+        if compiled and variant.startswith("region"):  # torch.compile'd after Agent.compile
+            compiled += " (+ the one-graph imagination, in the untimed warm-up)"
         print(
             f"  {variant:<18} {v['seconds_per_update']:.3f} s/update "
             f"({v['seconds_min_max'][0]:.3f}–{v['seconds_min_max'][1]:.3f}) "
