@@ -32,6 +32,7 @@ MACHINE = ("cpu", "matmul_dtype", "device")
 # The README's table, in this order (the default run first).
 HEADLINES = (
     "default_run",
+    "pendulum_default_budget",
     "pendulum_replay_value_grad",
     "cartpole_replay_value_grad",
     "dmc_pipeline",
