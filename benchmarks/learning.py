@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -51,7 +52,8 @@ def main(argv=None) -> None:
         print("$ " + " ".join(command[2:]), file=sys.stderr, flush=True)
         baseline = _git("rev-parse", "HEAD").strip()  # dvc exp show lists experiments by baseline
         started = time.perf_counter()
-        subprocess.run(command, cwd=ROOT, check=True)  # its output streams to this terminal
+        # its output streams to this terminal; dvc.yaml's commands call `python`: this one's
+        subprocess.run(command, cwd=ROOT, check=True, env=_venv_first())
         seconds = time.perf_counter() - started
         rev, metrics = experiment(name, baseline)
         train, evaluation = metrics["metrics/train.json"], metrics["metrics/eval.json"]
@@ -122,6 +124,13 @@ def experiment(name: str, baseline: str) -> tuple[str, dict[str, dict]]:
         raise SystemExit(f"learning: experiment {name} is not in `dvc exp show`")
     metrics = {path: entry["data"] for path, entry in node["data"]["metrics"].items()}
     return node["rev"], metrics
+
+
+def _venv_first() -> dict[str, str]:
+    """This environment with this interpreter's folder first on PATH, as ``scripts/run.sh``
+    does: a stage's ``python`` is then the one with torch, whichever PATH the caller had."""
+    path = os.environ.get("PATH", "")
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{path}"}
 
 
 def _run(command: list[str]) -> str:
