@@ -2,6 +2,7 @@
 
     python benchmarks/cold_compile.py              # inductor's compile workers (as training)
     python benchmarks/cold_compile.py --serial     # one process: g++ timed apart from Python
+    python benchmarks/cold_compile.py --cpp-wrapper   # the lever: one C++ file per graph
 
 ``Agent.compile`` (what the train stage runs before its first update) on ``params.yaml``'s agent,
 with inductor's cache in a fresh temporary folder, so every graph is traced, lowered and every
@@ -11,6 +12,8 @@ kernels are built in this process, so each g++ call is timed; the rest of the co
 with or without a precompiled header (inductor precompiles its ``cpp_prefix.h`` for CPU
 kernels; a kernel's own code is small, the header is most of a plain build). The header is
 precompiled into the temporary folder as well, as on a machine that never ran inductor.
+``--cpp-wrapper`` tries inductor's C++ wrapper (``torch._inductor.config.cpp_wrapper``): each
+graph's Python wrapper becomes C++, built with its kernels as one file.
 """
 
 from __future__ import annotations
@@ -30,15 +33,18 @@ sys.path.insert(0, str(ROOT))
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--serial", action="store_true", help="build kernels in this process, timed")
+    p.add_argument("--cpp-wrapper", action="store_true", help="inductor's C++ wrapper (a lever)")
     p.add_argument("--threads", type=int, default=2, help="torch threads")
     args = p.parse_args(argv)
     if args.serial:  # read when inductor's config is imported: set before importing torch
         os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = "1"
     import torch
+    import torch._inductor.config
 
     from dreamer.compiled import use_cache_dir
 
     torch.set_num_threads(args.threads)
+    torch._inductor.config.cpp_wrapper = args.cpp_wrapper
     with tempfile.TemporaryDirectory(prefix="cold-compile-") as cache:
         use_cache_dir(cache)
         _fresh_header_folder(Path(cache))
@@ -54,6 +60,7 @@ def main(argv=None) -> None:
         seconds = time.perf_counter() - start
         kernels = sum(1 for _ in Path(cache).rglob("*.so"))
     mode = "serial (compile_threads 1)" if args.serial else "compile workers (as training)"
+    mode += ", C++ wrapper" if args.cpp_wrapper else ""
     print(
         f"cold compile of {cfg.model.size} ({cfg.env.id}), {mode}: {seconds:.1f} s, {kernels} .so"
     )
