@@ -99,8 +99,19 @@ def check_compiler(device: torch.device) -> None:
 
 def use_cache_dir(folder: str | Path) -> Path:
     """Keep inductor's compiled kernels (and its FX/AOT graph caches) in ``folder``, so a later
-    process with the same graphs reuses them instead of compiling again. Call before compiling."""
-    folder = Path(folder).resolve()
+    process with the same graphs reuses them instead of compiling again. Call before compiling.
+
+    The kernels go to a subfolder named after the vector ISA inductor picks here (``isa-avx2``,
+    ``isa-avx512-avx512_vnni``, …): inductor's graph cache is keyed by the graph, not by the CPU,
+    and C++ tiled for AVX-512 (16 floats a vector) built for an AVX2 CPU (8) computes garbage. A
+    repository on a file system shared by machines of both kinds would otherwise mix them (seen
+    with ``ATEN_CPU_CAPABILITY=avx2`` on an AVX-512 cache: an index out of bounds in a kernel).
+    Returns the subfolder.
+    """
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    isa = pick_vec_isa()
+    folder = Path(folder).resolve() / ("isa-" + "-".join(str(isa).split()) if isa else "isa-none")
     folder.mkdir(parents=True, exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(folder)
     return folder

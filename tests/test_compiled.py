@@ -6,8 +6,11 @@ kernels, kept in the session's cache (tests/helpers.py KERNEL_CACHE), serve that
 test here runs on CPU; the CUDA ones are skipped without a GPU.
 """
 
+import os
 import pickle
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -169,6 +172,22 @@ def test_a_machine_without_a_compiler_is_told_in_one_line(monkeypatch):
     monkeypatch.setattr("shutil.which", lambda name: None)
     with pytest.raises(CompileError, match="compile: true needs a C.. compiler.*compile: false"):
         check_compiler(torch.device("cpu"))
+
+
+@pytest.mark.parametrize("capability, folder", [("avx2", "isa-avx2"), ("default", "isa-none")])
+def test_kernels_of_each_vector_isa_get_their_own_cache_folder(tmp_path, capability, folder):
+    """Inductor's graph cache is not keyed by the CPU: AVX-512 kernels reused on an AVX2 CPU
+    compute garbage. ``ATEN_CPU_CAPABILITY`` makes inductor pick another ISA, as another CPU
+    would (every CI machine has AVX2)."""
+    code = (
+        "import sys; from dreamer.compiled import use_cache_dir; print(use_cache_dir(sys.argv[1]))"
+    )
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability}
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(tmp_path / folder) and (tmp_path / folder).is_dir()
 
 
 def test_compiled_marks_dispatch_per_instance():
