@@ -9,9 +9,11 @@ Each size runs in its own subprocess. Inside it, one agent per variant (same see
 the start) is built, the compiled ones are compiled (the seconds are printed separately), and then
 the variants' updates are timed *interleaved* (A, B, A, B, …) on one fixed synthetic batch, so a
 machine that speeds up or slows down during the run affects all variants alike. The first variant
-is the baseline of the printed ratios. A variant is ``eager`` or ``compiled`` (or ``region``:
-compiled, with the whole imagination as one graph, a lever under test) and a precision
-(``float32``, ``bfloat16`` or ``auto``, the default: bfloat16 where the hardware has it).
+is the baseline of the printed ratios. A variant is ``eager`` or ``compiled`` and a precision
+(``float32``, ``bfloat16`` or ``auto``, the default: bfloat16 where the hardware has it). Levers
+under test, all compiled: ``region`` (the whole imagination as one graph), ``pywrapper`` (every
+graph called by inductor's Python wrapper: the policy step as it was before its C++ wrapper) and
+``cppwrapper`` (every graph, the update's too, called by a C++ wrapper).
 
 Per variant it prints seconds per update (median), the ratio to the baseline, the phases of an
 update (world-model forward, imagination, behaviour forward, backward, optimiser), the achieved
@@ -33,6 +35,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -50,6 +53,10 @@ PHASES = {  # phase name → (attribute path on the agent, method)
     "backward": ("optimizer", "backward"),
     "optimiser": ("optimizer", "step"),
 }
+
+
+WRAPPERS = {"pywrapper": False, "cppwrapper": True}  # lever → inductor's cpp_wrapper
+LEVERS = ("eager", "compiled", "region", *WRAPPERS)
 
 
 def matmul_peak(dtype, n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
@@ -145,6 +152,7 @@ def measure(name: str, args) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
+    import dreamer.compiled
     from dreamer.agent import Agent
     from dreamer.compiled import use_cache_dir
     from dreamer.config import config_from_dict, override
@@ -155,9 +163,9 @@ def measure(name: str, args) -> dict:
     spec, batch = synthetic(args)
     agents, timers, compile_seconds = {}, {}, {}
     for variant in args.variants:
-        mode, precision = variant.split("-")
+        lever, precision = variant.split("-")
         torch.manual_seed(0)
-        mode, region = ("compiled", True) if mode == "region" else (mode, False)
+        mode = "eager" if lever == "eager" else "compiled"
         cfg = config_from_dict(
             {
                 "device": args.device,
@@ -168,9 +176,13 @@ def measure(name: str, args) -> dict:
             }
         )
         agent = Agent(spec, cfg)
-        if cfg.compile:
+        if lever in WRAPPERS:  # every marked method compiled with (or without) the C++ wrapper
+            options = {"options": {"cpp_wrapper": WRAPPERS[lever]}}
+            with mock.patch.object(dreamer.compiled, "_lever", lambda mark, device, o=options: o):
+                compile_seconds[variant] = agent.compile(num_envs=1)
+        elif cfg.compile:
             compile_seconds[variant] = agent.compile(num_envs=1)
-        if region:  # the lever under test: the H-step imagination as one graph, not H
+        if lever == "region":  # the H-step imagination as one graph, not H
             ac = agent.actor_critic
             ac.imagine = torch.compile(
                 functools.partial(type(ac).imagine, ac), fullgraph=True, dynamic=False
@@ -291,8 +303,9 @@ def main(argv=None) -> None:
         "--variants",
         nargs="+",
         default=["eager-float32", "compiled-auto"],
-        help="{eager,compiled,region}-{float32,bfloat16,auto}; the first is the baseline "
-        "(region: compiled, and the whole imagination one graph instead of one per step)",
+        help="{eager,compiled,region,pywrapper,cppwrapper}-{float32,bfloat16,auto}; the first is "
+        "the baseline (region: the whole imagination one graph instead of one per step; "
+        "pywrapper, cppwrapper: every graph called by inductor's Python or C++ wrapper)",
     )
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--length", type=int, default=64)
@@ -311,15 +324,10 @@ def main(argv=None) -> None:
     p.add_argument("--one", help=argparse.SUPPRESS)  # internal: measure one size, print JSON
     args = p.parse_args(argv)
     for variant in args.variants:
-        mode, _, precision = variant.partition("-")
-        if mode not in ("eager", "compiled", "region") or precision not in (
-            "float32",
-            "bfloat16",
-            "auto",
-        ):
+        lever, _, precision = variant.partition("-")
+        if lever not in LEVERS or precision not in ("float32", "bfloat16", "auto"):
             p.error(
-                f"--variants: {variant!r} is not {{eager,compiled,region}}-"
-                "{float32,bfloat16,auto}"
+                f"--variants: {variant!r} is not {{{','.join(LEVERS)}}}-{{float32,bfloat16,auto}}"
             )
     if args.one:
         print(json.dumps(measure(args.one, args)))

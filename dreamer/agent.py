@@ -169,7 +169,7 @@ class Agent(nn.Module):
             state = PolicyState(State(*(x.clone() for x in state.latent)), state.action.clone())
         return action.cpu().numpy(), state
 
-    @compiled(cuda_graphs=True)
+    @compiled(cuda_graphs=True, cpp_wrapper=True)
     def policy_step(
         self, obs: dict[str, Tensor], is_first: Tensor, state: PolicyState, deterministic: bool
     ) -> tuple[Tensor, PolicyState]:

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from dreamer.agent import Agent, native_bfloat16, resolve_device, resolve_precision
-from dreamer.compiled import CompileError, check_compiler, compiled, is_compiled
+from dreamer.compiled import CompileError, _lever, check_compiler, compiled, is_compiled
 from dreamer.config import ConfigError, load_config, override
 from dreamer.envs import env_spec_of
 from dreamer.replay import Batch
@@ -188,6 +188,15 @@ def test_kernels_of_each_vector_isa_get_their_own_cache_folder(tmp_path, capabil
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(tmp_path / folder) and (tmp_path / folder).is_dir()
+
+
+def test_a_mark_picks_its_compile_lever_by_device():
+    """The policy step: CUDA-graphed on a GPU, called by a C++ wrapper on a CPU; others: neither."""
+    step = Agent.policy_step
+    assert _lever(step, torch.device("cpu")) == {"options": {"cpp_wrapper": True}}
+    assert _lever(step, torch.device("cuda")) == {"mode": "reduce-overhead"}
+    plain = compiled(lambda self: None)
+    assert _lever(plain, torch.device("cpu")) == _lever(plain, torch.device("cuda")) == {}
 
 
 def test_compiled_marks_dispatch_per_instance():
