@@ -10,11 +10,17 @@
 - fresh memory: a new 42 MB tensor (the imagined features in float32) against reusing one: on this
   kind of VM each new page faults in, so the features are stored in bfloat16 (21 MB, reused by the
   allocator below glibc's 32 MB mmap threshold).
+- heads on the 16,384 imagined states: a 640 → 64 first layer whole against 16 row blocks of 1,024
+  (one batched matmul with the weight broadcast), and a 64 → 255 two-hot output as it is against
+  padded to 256 outputs and sliced back (forward, and forward + backward of a cross-entropy on it).
+  Neither is in the code: blocks give nothing, and the padding helps float32 only, by a few
+  milliseconds an update, while changing its rounding (study ``head_shapes``).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 import time
@@ -36,12 +42,27 @@ def timed(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
+def timed_pair(fa, fb, repeats: int) -> tuple[float, float]:
+    """Median seconds of ``fa()`` and of ``fb()``, called alternately (A, B, A, B, …) so that a
+    machine speeding up or slowing down meanwhile hits both alike."""
+    for _ in range(3):
+        fa(), fb()
+    times = ([], [])
+    for _ in range(repeats):
+        for fn, out in zip((fa, fb), times):
+            start = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - start)
+    return statistics.median(times[0]), statistics.median(times[1])
+
+
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
 
     import torch
+    import torch.nn.functional as F
 
     from dreamer.actor_critic import percentiles
 
@@ -84,6 +105,66 @@ def main(argv=None) -> None:
         f"{1e3 * fresh:.1f} ms, into a reused one {1e3 * reused:.1f} ms, bfloat16 (21 MB) "
         f"{1e3 * bf16:.1f} ms"
     )
+
+    heads_on_imagined_states(torch, F)
+
+
+def heads_on_imagined_states(torch, F) -> None:
+    """Row blocks for the 640 → 64 layer and a 16-aligned width for the 255-bin output.
+
+    The two-hot output is timed as the update runs it: float32 weights, bfloat16 by autocast,
+    eager and torch.compile'd, forward alone and with a cross-entropy's backward."""
+    rows, blocks = 16384, 16
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(rows, 640, generator=g), torch.randn(64, 640, generator=g)
+    h = torch.randn(rows, 64, generator=g)
+    w2 = (0.1 * torch.randn(255, 64, generator=g)).requires_grad_()
+    b2 = torch.zeros(255, requires_grad=True)
+    target = torch.softmax(torch.randn(rows, 255, generator=g), -1)
+
+    def two_hot_loss(h, weight, bias, padded: bool):
+        if padded:  # zero rows up to 256 outputs, sliced off again
+            weight, bias = F.pad(weight, (0, 0, 0, 1)), F.pad(bias, (0, 1))
+        logits = F.linear(h, weight, bias)[:, :255].float()
+        return -(target * torch.log_softmax(logits, -1)).sum(-1).mean()
+
+    def two_hot_ms(fn, low: bool, backward: bool) -> tuple[float, float, bool]:
+        """ms as is and padded (interleaved), forward alone or with a backward; equal losses?"""
+        cast = functools.partial(torch.autocast, "cpu", torch.bfloat16, enabled=low)
+
+        def run(padded: bool):
+            with cast(), torch.set_grad_enabled(backward):
+                loss = fn(h, w2, b2, padded)
+            if backward:
+                loss.backward()
+            return loss.detach()
+
+        same = torch.equal(run(False), run(True))
+        a, b = timed_pair(lambda: run(False), lambda: run(True), 60)
+        return 1e3 * a, 1e3 * b, same
+
+    compiled = torch.compile(two_hot_loss, dynamic=False)
+    print("heads on 16,384 imagined states, ms (float32 | bfloat16 by autocast)")
+    for low in (False, True):
+        name = "bfloat16" if low else "float32"
+        xs, ws = (x.bfloat16(), w.bfloat16()) if low else (x, w)
+        wt = ws.t().expand(blocks, 640, 64)  # (16, 640, 64), stride 0 over the blocks
+        whole, blocked = timed_pair(
+            lambda xs=xs, ws=ws: xs @ ws.t(),
+            lambda xs=xs, wt=wt: torch.bmm(xs.view(blocks, -1, 640), wt),
+            60,
+        )
+        print(
+            f"  {name:<8} 640 → 64 whole {1e3 * whole:6.2f}, "
+            f"in {blocks} row blocks {1e3 * blocked:6.2f}"
+        )
+        for label, fn in (("eager", two_hot_loss), ("compiled", compiled)):
+            fwd, fwd_p, same = two_hot_ms(fn, low, backward=False)
+            step, step_p, _ = two_hot_ms(fn, low, backward=True)
+            print(
+                f"  {name:<8} 64 → 255 + loss, {label:<8}: forward {fwd:6.2f} as is, {fwd_p:6.2f} "
+                f"padded to 256 (equal: {same}); with backward {step:6.2f} against {step_p:6.2f}"
+            )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ PHASES = {  # phase name → (attribute path on the agent, method)
 
 
 WRAPPERS = {"pywrapper": False, "cppwrapper": True}  # lever → inductor's cpp_wrapper
-LEVERS = ("eager", "compiled", "region", *WRAPPERS)
+LEVERS = ("eager", "compiled", "region", "plainlinear", *WRAPPERS)
 
 
 def matmul_peak(dtype, n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
@@ -156,6 +156,7 @@ def measure(name: str, args) -> dict:
     from dreamer.agent import Agent
     from dreamer.compiled import use_cache_dir
     from dreamer.config import config_from_dict, override
+    from dreamer.networks import Linear
 
     torch.set_num_threads(args.threads)
     use_cache_dir(ROOT / ".cache" / "torch")  # as the pipeline: a second run reuses the kernels
@@ -176,6 +177,10 @@ def measure(name: str, args) -> dict:
             }
         )
         agent = Agent(spec, cfg)
+        if lever == "plainlinear":  # float32 layers as nn.Linear multiplies them
+            for module in agent.modules():
+                if isinstance(module, Linear):
+                    module.reshape_float32 = False
         if lever in WRAPPERS:  # every marked method compiled with (or without) the C++ wrapper
             options = {"options": {"cpp_wrapper": WRAPPERS[lever]}}
             with mock.patch.object(dreamer.compiled, "_lever", lambda mark, device, o=options: o):

@@ -66,16 +66,43 @@ def init_linear_(weight: Tensor, scale: float = 1.0, fan_in: int | None = None) 
 
 
 class Linear(nn.Linear):
-    """nn.Linear with the official init, an output scale and a float32 output (precision policy)."""
+    """nn.Linear with the official init, an output scale and a float32 output (precision policy).
+
+    Float32 on CPU (no autocast), two shapes MKL multiplies slowly are reshaped (study
+    ``head_shapes``): an output wider than 16 but not a multiple of 16 (the two-hot heads' 255
+    bins) is computed with zero weight rows up to the next multiple and sliced back, and more than
+    ``ROW_BLOCK`` rows (the heads on all 16,384 imagined states) are multiplied in blocks of
+    ``ROW_BLOCK`` rows by one batched matmul. The values are nn.Linear's up to rounding (float32
+    updates differ in the last bits); bfloat16 gains nothing from either, so autocast skips both.
+    """
+
+    ALIGN, ROW_BLOCK = 16, 1024
 
     def __init__(self, in_features: int, out_features: int, bias: bool = True, scale: float = 1.0):
         super().__init__(in_features, out_features, bias=bias)
         init_linear_(self.weight, scale)
         if bias:
             nn.init.zeros_(self.bias)
+        self.pad_out = -out_features % self.ALIGN if out_features > self.ALIGN else 0
+        self.reshape_float32 = True  # False: plain F.linear (benchmarks/throughput.py)
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x).float()
+        if not self.reshape_float32 or x.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
+            return super().forward(x).float()
+        weight, bias = self.weight, self.bias
+        if self.pad_out:
+            weight = F.pad(weight, (0, 0, 0, self.pad_out))  # (out + pad, in)
+            bias = None if bias is None else F.pad(bias, (0, self.pad_out))
+        rows = x.numel() // self.in_features
+        if rows > self.ROW_BLOCK and rows % self.ROW_BLOCK == 0:
+            blocks = x.reshape(-1, self.ROW_BLOCK, self.in_features)  # (rows / 1024, 1024, in)
+            y = torch.bmm(blocks, weight.t().expand(len(blocks), -1, -1))
+            y = y.reshape(*x.shape[:-1], -1)  # (..., out + pad)
+            if bias is not None:
+                y = y + bias
+        else:
+            y = F.linear(x, weight, bias)
+        return y[..., : self.out_features] if self.pad_out else y
 
 
 class Conv2d(nn.Conv2d):

@@ -11,6 +11,7 @@ from dreamer.networks import (
     Encoder,
     ImageDecoder,
     ImageEncoder,
+    Linear,
 )
 from dreamer.world_model import WorldModel
 
@@ -35,6 +36,39 @@ def test_official_init_fan_in_and_output_scale_on_the_weights():
     assert actor_out.weight.std().item() == pytest.approx(0.01 * 64**-0.5, rel=0.03)
     block = BlockLinear(8, 32, 32)  # official fans of a (G, in/G, out/G) kernel: fan_in = in
     assert block.weight.std().item() == pytest.approx(256**-0.5, rel=0.05)
+
+
+@pytest.mark.parametrize(
+    "lead, out",
+    [((256, 16), 255), ((256, 16), 64), ((100, 15), 255), ((3,), 255), ((256, 16), 2)],
+    ids=["blocks+padded", "blocks", "padded", "few-rows", "narrow"],
+)
+def test_float32_linear_reshaped_for_mkl_gives_nn_linears_values_and_gradients(lead, out):
+    """The float32 CPU path (row blocks, a 16-aligned width) is nn.Linear up to rounding."""
+    torch.manual_seed(0)
+    layer = Linear(64, out)
+    torch.nn.init.normal_(layer.bias)
+    x = torch.randn(*lead, 64)  # (N, H+1, F) as the heads on imagined states get it
+    y = layer(x)
+    assert y.shape == (*x.shape[:-1], out) and y.dtype == torch.float32
+    reference = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    torch.testing.assert_close(y, reference, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(y)
+    dw, db = torch.autograd.grad(y, (layer.weight, layer.bias), grad)
+    dw_ref, db_ref = torch.autograd.grad(reference, (layer.weight, layer.bias), grad)
+    torch.testing.assert_close(dw, dw_ref, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(db, db_ref, rtol=1e-4, atol=1e-4)
+    layer.reshape_float32 = False  # the plain layer is exactly F.linear
+    assert torch.equal(layer(x), reference)
+
+
+def test_bfloat16_linear_under_autocast_is_the_plain_layer():
+    layer = Linear(64, 255)
+    x = torch.randn(4, 1024, 64)
+    with torch.autocast("cpu", torch.bfloat16):
+        y = layer(x)
+        plain = torch.nn.functional.linear(x, layer.weight, layer.bias).float()
+    assert y.dtype == torch.float32 and torch.equal(y, plain)
 
 
 def test_block_linear_is_block_diagonal():
