@@ -192,6 +192,25 @@ def test_the_registry_loads_the_best_version_it_names(local_store, cfg, agent_fi
     assert first.gradient_steps == 7
 
 
+def test_a_queued_experiments_stage_registers_in_the_project_store(
+    local_store, cfg, agent_file, tmp_path, monkeypatch
+):
+    """A queued (or --temp) experiment's stages run in DVC's temporary clone. MLflow's registry
+    looks the logged model up through ``MlflowClient()``, i.e. the process-wide tracking URI,
+    whose default is ``./mlflow.db`` of the working directory: it must be the project's store."""
+    clone = tmp_path / ".dvc" / "tmp" / "exps" / "run" / "abc123"  # where dvc exp run works
+    clone.mkdir(parents=True)
+    monkeypatch.chdir(clone)
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", None)
+    with tracking.stage_run(cfg, "evaluate") as run:
+        uri = models.log_agent(run, agent_file)
+        done = models.register_agent(run, cfg, uri, -500.0, 600, rescore=lambda uri: 0.0)
+    assert (done.version, done.best) == ("1", "1")
+    assert not (clone / "mlflow.db").exists()
+    agent, _ = models.load_agent(f"models:/{NAME}@best", local_store)
+    assert agent.gradient_steps == 7
+
+
 @pytest.mark.parametrize(
     "uri, login, allow, refused",
     [
