@@ -33,11 +33,13 @@ MACHINE = ("cpu", "matmul_dtype", "device")
 HEADLINES = (
     "default_run",
     "pendulum_default_budget",
+    "pendulum_float32",
     "pendulum_replay_value_grad",
     "cartpole_replay_value_grad",
     "dmc_pipeline",
     "carracing_replay_value_grad",
     "throughput",
+    "throughput_float32",
     "gpu_throughput",
     "fault_injection",
 )
