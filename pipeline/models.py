@@ -34,7 +34,12 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from dreamer.errors import CheckpointError, UserError
-from pipeline.store import TrackingError, check_tracking, resolve_tracking_uri
+from pipeline.store import (
+    TrackingError,
+    check_tracking,
+    process_tracking_uri,
+    resolve_tracking_uri,
+)
 
 if TYPE_CHECKING:
     from dreamer.agent import Agent
@@ -178,13 +183,14 @@ def _register(run, cfg, model_uri, score, env_steps, rescore) -> Registration:
         "eval_episodes_key": key,
         "eval_episodes": f"{cfg.evaluate.episodes} episodes, seed {cfg.seed}",
     }
-    version = client.create_model_version(
-        name,
-        source=model_uri,
-        run_id=run.run_id,
-        tags=version_tags,
-        model_id=model_uri.removeprefix("models:/"),
-    ).version
+    with process_tracking_uri(client.tracking_uri):  # mlflow finds the logged model through it
+        version = client.create_model_version(
+            name,
+            source=model_uri,
+            run_id=run.run_id,
+            tags=version_tags,
+            model_id=model_uri.removeprefix("models:/"),
+        ).version
     previous, previous_score = _best(client, name), None
     if previous is not None:
         if previous.tags.get("eval_episodes_key") == key:

@@ -129,6 +129,30 @@ def resolve_tracking_uri(cfg_uri: str = "") -> str:
     return uri
 
 
+@contextmanager
+def process_tracking_uri(uri: str) -> Iterator[None]:
+    """mlflow's process-wide tracking URI set to ``uri`` while the block runs, then put back.
+
+    For the calls inside mlflow that make their own ``MlflowClient()`` (the registry looks a logged
+    model up through one): their default is ``./mlflow.db`` of the working directory, which in a
+    queued or ``--temp`` experiment is DVC's temporary clone, not the project's store.
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` (which
+    :func:`resolve_tracking_uri` reads first), so both are restored exactly.
+    """
+    from mlflow.tracking._tracking_service import utils  # the global has no public getter
+
+    before, env = utils._tracking_uri, os.environ.get("MLFLOW_TRACKING_URI")
+    utils.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        utils.set_tracking_uri(before)
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
+
+
 def artifact_root(uri: str) -> str | None:
     """Artifact location for new experiments: ``mlartifacts/`` beside a sqlite database.
 

@@ -311,10 +311,6 @@ def stage_run(cfg: Config, stage: str, parent_run_id: str | None = None) -> Iter
     """
     uri = resolve_tracking_uri(cfg.mlflow.tracking_uri)
     check_tracking(uri)
-    # mlflow's own MlflowClient() calls (the registry looks a logged model up through one) use the
-    # process-wide URI, by default ./mlflow.db of the working directory: in a queued or --temp
-    # experiment that is DVC's temporary clone, not this store
-    mlflow.set_tracking_uri(uri)
     with store_lock(uri):
         client = MlflowClient(uri)
         experiment_id = get_or_create_experiment(cfg.mlflow.experiment, artifact_root(uri), client)

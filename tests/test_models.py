@@ -4,6 +4,7 @@ The client's refusal to send a login over plain http:// to another machine is he
 
 from __future__ import annotations
 
+import os
 import pickle
 from dataclasses import replace
 
@@ -207,6 +208,10 @@ def test_a_queued_experiments_stage_registers_in_the_project_store(
         done = models.register_agent(run, cfg, uri, -500.0, 600, rescore=lambda uri: 0.0)
     assert (done.version, done.best) == ("1", "1")
     assert not (clone / "mlflow.db").exists()
+    # and the process is left as it was: mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI,
+    # which would send every later store lookup of this process to this store
+    assert "MLFLOW_TRACKING_URI" not in os.environ
+    assert mlflow.tracking._tracking_service.utils._tracking_uri is None
     agent, _ = models.load_agent(f"models:/{NAME}@best", local_store)
     assert agent.gradient_steps == 7
 
