@@ -12,9 +12,9 @@
   allocator below glibc's 32 MB mmap threshold).
 - heads on the 16,384 imagined states: a 640 → 64 first layer whole against 16 row blocks of 1,024
   (one batched matmul with the weight broadcast), and a 64 → 255 two-hot output as it is against
-  padded to 256 outputs and sliced back (forward, and forward + backward of a cross-entropy on it).
-  Neither is in the code: blocks give nothing, and the padding helps float32 only, by a few
-  milliseconds an update, while changing its rounding (study ``head_shapes``).
+  padded to 256 outputs and sliced back (forward, and forward + backward of a cross-entropy on it),
+  each pair interleaved. Both pay in float32 only, so ``dreamer.networks.Linear`` does both in
+  float32 on CPU and neither under autocast (study ``head_shapes``).
 """
 
 from __future__ import annotations
