@@ -62,7 +62,6 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
 
     import torch
-    import torch.nn.functional as F
 
     from dreamer.actor_critic import percentiles
 
@@ -106,14 +105,17 @@ def main(argv=None) -> None:
         f"{1e3 * bf16:.1f} ms"
     )
 
-    heads_on_imagined_states(torch, F)
+    heads_on_imagined_states()
 
 
-def heads_on_imagined_states(torch, F) -> None:
+def heads_on_imagined_states() -> None:
     """Row blocks for the 640 → 64 layer and a 16-aligned width for the 255-bin output.
 
     The two-hot output is timed as the update runs it: float32 weights, bfloat16 by autocast,
     eager and torch.compile'd, forward alone and with a cross-entropy's backward."""
+    import torch
+    import torch.nn.functional as F
+
     rows, blocks = 16384, 16
     g = torch.Generator().manual_seed(0)
     x, w = torch.randn(rows, 640, generator=g), torch.randn(64, 640, generator=g)

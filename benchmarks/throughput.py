@@ -12,8 +12,10 @@ machine that speeds up or slows down during the run affects all variants alike. 
 is the baseline of the printed ratios. A variant is ``eager`` or ``compiled`` and a precision
 (``float32``, ``bfloat16`` or ``auto``, the default: bfloat16 where the hardware has it). Levers
 under test, all compiled: ``region`` (the whole imagination as one graph), ``pywrapper`` (every
-graph called by inductor's Python wrapper: the policy step as it was before its C++ wrapper) and
-``cppwrapper`` (every graph, the update's too, called by a C++ wrapper).
+graph called by inductor's Python wrapper: the policy step as it was before its C++ wrapper),
+``cppwrapper`` (every graph, the update's too, called by a C++ wrapper) and ``plainlinear``
+(every ``Linear`` multiplied as ``nn.Linear`` does, without the float32 row blocks and padded
+width of ``dreamer.networks.Linear``).
 
 Per variant it prints seconds per update (median), the ratio to the baseline, the phases of an
 update (world-model forward, imagination, behaviour forward, backward, optimiser), the achieved

@@ -38,18 +38,43 @@ def test_official_init_fan_in_and_output_scale_on_the_weights():
     assert block.weight.std().item() == pytest.approx(256**-0.5, rel=0.05)
 
 
+def reshape_calls(monkeypatch) -> dict[str, int]:
+    """Counts of the batched matmuls (row blocks) and pads (16-aligned width) Linear makes."""
+    calls = {"bmm": 0, "pad": 0}
+    for owner, name in ((torch, "bmm"), (torch.nn.functional, "pad")):
+        original = getattr(owner, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+    return calls
+
+
 @pytest.mark.parametrize(
-    "lead, out",
-    [((256, 16), 255), ((256, 16), 64), ((100, 15), 255), ((3,), 255), ((256, 16), 2)],
+    "lead, out, blocks, padded",
+    [
+        ((256, 16), 255, True, True),
+        ((256, 16), 64, True, False),
+        ((100, 15), 255, False, True),  # 1,500 rows: not a multiple of 1,024
+        ((3,), 255, False, True),
+        ((256, 16), 2, True, False),  # 16 outputs or fewer are never padded
+    ],
     ids=["blocks+padded", "blocks", "padded", "few-rows", "narrow"],
 )
-def test_float32_linear_reshaped_for_mkl_gives_nn_linears_values_and_gradients(lead, out):
-    """The float32 CPU path (row blocks, a 16-aligned width) is nn.Linear up to rounding."""
+def test_float32_linear_reshaped_for_mkl_gives_nn_linears_values_and_gradients(
+    monkeypatch, lead, out, blocks, padded
+):
+    """The float32 CPU path (row blocks, a 16-aligned width) is taken where it should be and is
+    nn.Linear up to rounding."""
     torch.manual_seed(0)
     layer = Linear(64, out)
     torch.nn.init.normal_(layer.bias)
     x = torch.randn(*lead, 64)  # (N, H+1, F) as the heads on imagined states get it
+    calls = reshape_calls(monkeypatch)
     y = layer(x)
+    assert calls == {"bmm": int(blocks), "pad": 2 * int(padded)}  # weight and bias padded
     assert y.shape == (*x.shape[:-1], out) and y.dtype == torch.float32
     reference = torch.nn.functional.linear(x, layer.weight, layer.bias)
     torch.testing.assert_close(y, reference, rtol=1e-5, atol=1e-5)
@@ -62,11 +87,14 @@ def test_float32_linear_reshaped_for_mkl_gives_nn_linears_values_and_gradients(l
     assert torch.equal(layer(x), reference)
 
 
-def test_bfloat16_linear_under_autocast_is_the_plain_layer():
+def test_bfloat16_linear_under_autocast_is_the_plain_layer(monkeypatch):
     layer = Linear(64, 255)
     x = torch.randn(4, 1024, 64)
+    calls = reshape_calls(monkeypatch)
     with torch.autocast("cpu", torch.bfloat16):
         y = layer(x)
+    assert calls == {"bmm": 0, "pad": 0}
+    with torch.autocast("cpu", torch.bfloat16):
         plain = torch.nn.functional.linear(x, layer.weight, layer.bias).float()
     assert y.dtype == torch.float32 and torch.equal(y, plain)
 
