@@ -70,9 +70,9 @@ class Linear(nn.Linear):
 
     Float32 on CPU (no autocast), two shapes MKL multiplies slowly are reshaped (study
     ``head_shapes``): an output wider than 16 but not a multiple of 16 (the two-hot heads' 255
-    bins) is computed with zero weight rows up to the next multiple and sliced back, and more than
-    ``ROW_BLOCK`` rows (the heads on all 16,384 imagined states) are multiplied in blocks of
-    ``ROW_BLOCK`` rows by one batched matmul. The values are nn.Linear's up to rounding (float32
+    bins) is computed with zero weight rows up to the next multiple and sliced back, and rows that
+    fill two or more whole blocks of ``ROW_BLOCK`` (a multiple of it: the heads on all 16,384
+    imagined states) are multiplied block by block in one batched matmul. The values are nn.Linear's up to rounding (float32
     updates differ in the last bits); bfloat16 gains nothing from either, so autocast skips both.
     """
 
