@@ -35,7 +35,7 @@ HEADLINES = (
     "pendulum_default_budget",
     "pendulum_float32",
     "pendulum_replay_value_grad",
-    "cartpole_replay_value_grad",
+    "cartpole_float32_heads",
     "dmc_pipeline",
     "carracing_replay_value_grad",
     "throughput",
