@@ -13,9 +13,10 @@ is the baseline of the printed ratios. A variant is ``eager`` or ``compiled`` an
 (``float32``, ``bfloat16`` or ``auto``, the default: bfloat16 where the hardware has it). Levers
 under test, all compiled: ``region`` (the whole imagination as one graph), ``pywrapper`` (every
 graph called by inductor's Python wrapper: the policy step as it was before its C++ wrapper),
-``cppwrapper`` (every graph, the update's too, called by a C++ wrapper) and ``plainlinear``
+``cppwrapper`` (every graph, the update's too, called by a C++ wrapper), ``plainlinear``
 (every ``Linear`` multiplied as ``nn.Linear`` does, without the float32 row blocks and padded
-width of ``dreamer.networks.Linear``).
+width of ``dreamer.networks.Linear``) and ``simd256`` (inductor's C++ kernels vectorised 256 bits
+wide, ``cpp.simdlen``, as for an AVX2 CPU, where it picks 512 on AVX-512).
 
 Per variant it prints seconds per update (median), the ratio to the baseline, the phases of an
 update (world-model forward, imagination, behaviour forward, backward, optimiser), the achieved
@@ -58,7 +59,7 @@ PHASES = {  # phase name → (attribute path on the agent, method)
 
 
 WRAPPERS = {"pywrapper": False, "cppwrapper": True}  # lever → inductor's cpp_wrapper
-LEVERS = ("eager", "compiled", "region", "plainlinear", *WRAPPERS)
+LEVERS = ("eager", "compiled", "region", "plainlinear", "simd256", *WRAPPERS)
 
 
 def matmul_peak(dtype, n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
@@ -186,6 +187,17 @@ def measure(name: str, args) -> dict:
         if lever in WRAPPERS:  # every marked method compiled with (or without) the C++ wrapper
             options = {"options": {"cpp_wrapper": WRAPPERS[lever]}}
             with mock.patch.object(dreamer.compiled, "_lever", lambda mark, device, o=options: o):
+                compile_seconds[variant] = agent.compile(num_envs=1)
+        elif lever == "simd256":  # every marked method's kernels 256 bits wide, wrapper as marked
+            lever_of = dreamer.compiled._lever
+
+            def narrow(mark, device, lever_of=lever_of):
+                chosen = lever_of(mark, device)
+                if device.type != "cpu":
+                    return chosen
+                return {"options": {**chosen.get("options", {}), "cpp.simdlen": 256}}
+
+            with mock.patch.object(dreamer.compiled, "_lever", narrow):
                 compile_seconds[variant] = agent.compile(num_envs=1)
         elif cfg.compile:
             compile_seconds[variant] = agent.compile(num_envs=1)
