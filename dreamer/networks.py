@@ -72,8 +72,9 @@ class Linear(nn.Linear):
     ``head_shapes``): an output wider than 16 but not a multiple of 16 (the two-hot heads' 255
     bins) is computed with zero weight rows up to the next multiple and sliced back, and rows that
     fill two or more whole blocks of ``ROW_BLOCK`` (a multiple of it: the heads on all 16,384
-    imagined states) are multiplied block by block in one batched matmul. The values are nn.Linear's up to rounding (float32
-    updates differ in the last bits); bfloat16 gains nothing from either, so autocast skips both.
+    imagined states) are multiplied block by block in one batched matmul. The values are
+    nn.Linear's up to rounding (float32 updates differ in the last bits); bfloat16 gains nothing
+    from either, so autocast skips both.
     """
 
     ALIGN, ROW_BLOCK = 16, 1024
