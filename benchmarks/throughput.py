@@ -16,7 +16,7 @@ graph called by inductor's Python wrapper: the policy step as it was before its 
 ``cppwrapper`` (every graph, the update's too, called by a C++ wrapper), ``plainlinear``
 (every ``Linear`` multiplied as ``nn.Linear`` does, without the float32 row blocks and padded
 width of ``dreamer.networks.Linear``) and ``simd256`` (inductor's C++ kernels vectorised 256 bits
-wide, ``cpp.simdlen``, as for an AVX2 CPU, where it picks 512 on AVX-512).
+wide, ``cpp.simdlen``: an AVX2 CPU's width, where inductor picks 512 on an AVX-512 one).
 
 Per variant it prints seconds per update (median), the ratio to the baseline, the phases of an
 update (world-model forward, imagination, behaviour forward, backward, optimiser), the achieved
