@@ -15,6 +15,13 @@
   padded to 256 outputs and sliced back (forward, and forward + backward of a cross-entropy on it),
   each pair interleaved. Both pay in float32 only, so ``dreamer.networks.Linear`` does both in
   float32 on CPU and neither under autocast (study ``head_shapes``).
+- row blocks by width: float32 16,384 × in → out whole against in 1,024-row blocks, forward,
+  with the weight's gradient and with both gradients, for inputs 64 to 640 wide.
+- MKL against oneDNN: each float32 linear shape of the update (forward, input gradient, weight
+  gradient) through ATen's matmul (MKL) and through oneDNN's inner product
+  (``torch.ops.mkldnn._linear_pointwise``), interleaved. (Both: study ``linear_levers``.)
+
+    python benchmarks/levers.py --parts row_blocks onednn      # some parts only
 """
 
 from __future__ import annotations
@@ -59,13 +66,22 @@ def timed_pair(fa, fb, repeats: int) -> tuple[float, float]:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--parts", nargs="+", choices=list(PARTS), default=list(PARTS))
     args = p.parse_args(argv)
 
     import torch
 
+    torch.set_num_threads(args.threads)
+    for part in args.parts:
+        PARTS[part]()
+
+
+def precision_and_memory() -> None:
+    """float32 against bfloat16 by row count, percentiles, fresh against reused memory."""
+    import torch
+
     from dreamer.actor_critic import percentiles
 
-    torch.set_num_threads(args.threads)
     print("matmul (rows × in → out): float32 µs, bfloat16 µs, bf16 speed-up")
     for rows, k, n in [
         (1, 640, 64),
@@ -104,8 +120,6 @@ def main(argv=None) -> None:
         f"{1e3 * fresh:.1f} ms, into a reused one {1e3 * reused:.1f} ms, bfloat16 (21 MB) "
         f"{1e3 * bf16:.1f} ms"
     )
-
-    heads_on_imagined_states()
 
 
 def heads_on_imagined_states() -> None:
@@ -167,6 +181,89 @@ def heads_on_imagined_states() -> None:
                 f"  {name:<8} 64 → 255 + loss, {label:<8}: forward {fwd:6.2f} as is, {fwd_p:6.2f} "
                 f"padded to 256 (equal: {same}); with backward {step:6.2f} against {step_p:6.2f}"
             )
+
+
+def row_blocks_by_width() -> None:
+    """16,384 rows × in → out in float32, whole against 1,024-row blocks (one bmm, the weight
+    broadcast, the bias added after): forward, with the weight's gradient (a layer on detached
+    features), with the input's too (a layer inside a head)."""
+    import torch
+    import torch.nn.functional as F
+
+    rows, block = 16384, 1024
+    g = torch.Generator().manual_seed(0)
+    print("float32 16,384 rows, whole | 1,024-row blocks, ms (speed-up of blocks)")
+    for k, n in [(64, 64), (128, 64), (256, 64), (384, 64), (640, 64), (64, 256), (640, 256)]:
+        x, grad = torch.randn(rows, k, generator=g), torch.randn(rows, n, generator=g)
+        w = torch.randn(n, k, generator=g).requires_grad_()
+        b = torch.zeros(n).requires_grad_()
+
+        def whole(x, w=w, b=b):
+            return F.linear(x, w, b)
+
+        def blocks(x, w=w, b=b, k=k, n=n):
+            xs = x.view(-1, block, k)  # (16, 1024, k)
+            return torch.bmm(xs, w.t().expand(len(xs), -1, -1)).view(rows, n) + b
+
+        cells = []
+        for name, grads in (("forward", None), ("weight grad", False), ("both grads", True)):
+
+            def run(layer, x=x, grads=grads, grad=grad):
+                x = x.detach().requires_grad_(bool(grads))
+                y = layer(x)
+                if grads is not None:
+                    y.backward(grad)
+
+            a, c = timed_pair(lambda run=run: run(whole), lambda run=run: run(blocks), 30)
+            cells.append(f"{name} {1e3 * a:6.2f} | {1e3 * c:6.2f} ({a / c:.2f}×)")
+        print(f"  {k:>4} → {n:<4} " + "   ".join(cells))
+
+
+def mkl_against_onednn() -> None:
+    """The update's float32 linear shapes through ATen's matmul (MKL here) and through oneDNN's
+    inner product, which ATen uses for float32 only with reduced-precision math allowed."""
+    import torch
+
+    onednn = torch.ops.mkldnn._linear_pointwise  # (x (M, K), w (N, K), bias) → x @ w.T
+    g = torch.Generator().manual_seed(0)
+    print("float32 x (M × K) @ w.T (K → N), µs: MKL | oneDNN (speed-up of oneDNN)")
+    print("  forward: x @ w.T; input grad: grad (M × N) @ w; weight grad: grad.T @ x")
+    for m, k, n in [
+        (1, 640, 64),  # the policy step's actor
+        (16, 512, 64),  # the filter's steps
+        (16, 192, 512),
+        (1024, 192, 512),  # imagination's GRU input layer, the replay batch's layers
+        (1024, 512, 64),
+        (1024, 640, 64),
+        (1024, 64, 256),
+        (16384, 640, 64),  # the heads on the imagined states
+        (16384, 64, 64),
+        (16384, 64, 256),
+    ]:
+        x, w = torch.randn(m, k, generator=g), torch.randn(n, k, generator=g)
+        grad = torch.randn(m, n, generator=g)
+        operands = {  # MKL's torch.mm(a, b) as autograd calls it; oneDNN's inner product c @ d.T
+            "forward": ((x, w.t()), (x, w)),
+            "input grad": ((grad, w), (grad, w.t().contiguous())),
+            "weight grad": ((grad.t(), x), (grad.t(), x.t())),
+        }
+        cells = []
+        for name, ((a, b), (c, d)) in operands.items():
+            mkl, dnn = timed_pair(
+                lambda a=a, b=b: torch.mm(a, b),
+                lambda c=c, d=d: onednn(c, d, None, "none", [], ""),
+                200 if m < 10000 else 30,
+            )
+            cells.append(f"{name} {1e6 * mkl:8.1f} | {1e6 * dnn:8.1f} ({mkl / dnn:.2f}×)")
+        print(f"  {m:>5} × {k:>3} → {n:<3}  " + "   ".join(cells))
+
+
+PARTS = {
+    "precision": precision_and_memory,
+    "heads": heads_on_imagined_states,
+    "row_blocks": row_blocks_by_width,
+    "onednn": mkl_against_onednn,
+}
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ under test, all compiled: ``region`` (the whole imagination as one graph), ``pyw
 graph called by inductor's Python wrapper: the policy step as it was before its C++ wrapper),
 ``cppwrapper`` (every graph, the update's too, called by a C++ wrapper), ``plainlinear``
 (every ``Linear`` multiplied as ``nn.Linear`` does, without the float32 row blocks and padded
-width of ``dreamer.networks.Linear``) and ``simd256`` (inductor's C++ kernels vectorised 256 bits
-wide, ``cpp.simdlen``: an AVX2 CPU's width, where inductor picks 512 on an AVX-512 one).
+width of ``dreamer.networks.Linear``), ``wideblocks`` (the float32 row blocks only for inputs
+256 or more wide: the heads' first layers on the imagined states, not their 64-wide layers) and
+``simd256`` (inductor's C++ kernels vectorised 256 bits wide, ``cpp.simdlen``: an AVX2 CPU's
+width, where inductor picks 512 on an AVX-512 one).
 
 Per variant it prints seconds per update (median), the ratio to the baseline, the phases of an
 update (world-model forward, imagination, behaviour forward, backward, optimiser), the achieved
@@ -59,7 +61,7 @@ PHASES = {  # phase name → (attribute path on the agent, method)
 
 
 WRAPPERS = {"pywrapper": False, "cppwrapper": True}  # lever → inductor's cpp_wrapper
-LEVERS = ("eager", "compiled", "region", "plainlinear", "simd256", *WRAPPERS)
+LEVERS = ("eager", "compiled", "region", "plainlinear", "wideblocks", "onednn", "simd256", *WRAPPERS)
 
 
 def matmul_peak(dtype, n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
@@ -184,6 +186,14 @@ def measure(name: str, args) -> dict:
             for module in agent.modules():
                 if isinstance(module, Linear):
                     module.reshape_float32 = False
+        if lever == "onednn":  # float32 wide-input layers on many rows: oneDNN's forward
+            for module in agent.modules():
+                if isinstance(module, Linear) and module.in_features >= 256:
+                    module.onednn = True
+        if lever == "wideblocks":  # float32 row blocks for wide inputs only
+            for module in agent.modules():
+                if isinstance(module, Linear) and module.in_features < 256:
+                    module.ROW_BLOCK = sys.maxsize  # no rows fill a block
         if lever in WRAPPERS:  # every marked method compiled with (or without) the C++ wrapper
             options = {"options": {"cpp_wrapper": WRAPPERS[lever]}}
             with mock.patch.object(dreamer.compiled, "_lever", lambda mark, device, o=options: o):
@@ -322,9 +332,8 @@ def main(argv=None) -> None:
         "--variants",
         nargs="+",
         default=["eager-float32", "compiled-auto"],
-        help="{eager,compiled,region,pywrapper,cppwrapper}-{float32,bfloat16,auto}; the first is "
-        "the baseline (region: the whole imagination one graph instead of one per step; "
-        "pywrapper, cppwrapper: every graph called by inductor's Python or C++ wrapper)",
+        help=f"{{{','.join(LEVERS)}}}-{{float32,bfloat16,auto}}; the first is the baseline (the "
+        "levers are described in this script's docstring)",
     )
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--length", type=int, default=64)
