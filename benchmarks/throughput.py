@@ -61,7 +61,7 @@ PHASES = {  # phase name → (attribute path on the agent, method)
 
 
 WRAPPERS = {"pywrapper": False, "cppwrapper": True}  # lever → inductor's cpp_wrapper
-LEVERS = ("eager", "compiled", "region", "plainlinear", "wideblocks", "onednn", "simd256", *WRAPPERS)
+LEVERS = ("eager", "compiled", "region", "plainlinear", "wideblocks", "simd256", *WRAPPERS)
 
 
 def matmul_peak(dtype, n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
@@ -186,10 +186,6 @@ def measure(name: str, args) -> dict:
             for module in agent.modules():
                 if isinstance(module, Linear):
                     module.reshape_float32 = False
-        if lever == "onednn":  # float32 wide-input layers on many rows: oneDNN's forward
-            for module in agent.modules():
-                if isinstance(module, Linear) and module.in_features >= 256:
-                    module.onednn = True
         if lever == "wideblocks":  # float32 row blocks for wide inputs only
             for module in agent.modules():
                 if isinstance(module, Linear) and module.in_features < 256:

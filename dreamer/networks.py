@@ -65,40 +65,6 @@ def init_linear_(weight: Tensor, scale: float = 1.0, fan_in: int | None = None) 
         weight.mul_(scale)
 
 
-@torch.library.custom_op("dreamer::onednn_linear", mutates_args=())
-def onednn_linear(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``x (M, K) @ weight.T (K → N) + bias`` by oneDNN's inner product. An op of its own, so
-    inductor calls it as it is (its lowering of the oneDNN op wants a frozen weight)."""
-    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-
-
-@onednn_linear.register_fake
-def _(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    return x.new_empty(x.shape[0], weight.shape[0])
-
-
-class _OneDNNLinear(torch.autograd.Function):
-    """:func:`onednn_linear` in the forward, MKL's matmuls (through ATen) in the backward."""
-
-    @staticmethod
-    def forward(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        return onednn_linear(x, weight, bias)
-
-    @staticmethod
-    def setup_context(ctx, inputs, output) -> None:
-        x, weight, _ = inputs
-        ctx.save_for_backward(x, weight)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor):
-        x, weight = ctx.saved_tensors
-        need_x, need_w, need_b = ctx.needs_input_grad
-        grad_x = grad @ weight if need_x else None
-        grad_w = grad.t() @ x if need_w else None
-        grad_b = grad.sum(0) if need_b else None
-        return grad_x, grad_w, grad_b
-
-
 class Linear(nn.Linear):
     """nn.Linear with the official init, an output scale and a float32 output (precision policy).
 
@@ -120,7 +86,6 @@ class Linear(nn.Linear):
             nn.init.zeros_(self.bias)
         self.pad_out = -out_features % self.ALIGN if out_features > self.ALIGN else 0
         self.reshape_float32 = True  # False: plain F.linear (benchmarks/throughput.py)
-        self.onednn = False
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.reshape_float32 or x.device.type != "cpu" or torch.is_autocast_enabled("cpu"):
@@ -130,10 +95,7 @@ class Linear(nn.Linear):
             weight = F.pad(weight, (0, 0, 0, self.pad_out))  # (out + pad, in)
             bias = None if bias is None else F.pad(bias, (0, self.pad_out))
         rows = x.numel() // self.in_features
-        if self.onednn and rows > self.ROW_BLOCK and rows % self.ROW_BLOCK == 0:
-            y = _OneDNNLinear.apply(x.reshape(rows, -1), weight, bias)
-            y = y.reshape(*x.shape[:-1], -1)
-        elif rows > self.ROW_BLOCK and rows % self.ROW_BLOCK == 0:
+        if rows > self.ROW_BLOCK and rows % self.ROW_BLOCK == 0:
             blocks = x.reshape(-1, self.ROW_BLOCK, self.in_features)  # (rows / 1024, 1024, in)
             y = torch.bmm(blocks, weight.t().expand(len(blocks), -1, -1))
             y = y.reshape(*x.shape[:-1], -1)  # (..., out + pad)
