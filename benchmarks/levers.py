@@ -20,6 +20,9 @@
 - MKL against oneDNN: each float32 linear shape of the update (forward, input gradient, weight
   gradient) through ATen's matmul (MKL) and through oneDNN's inner product
   (``torch.ops.mkldnn._linear_pointwise``), interleaved. (Both: study ``linear_levers``.)
+- layout of the imagined features: the 16 states' (1,024, 640) features stacked batch-major
+  (1,024, 16, 640), as ``ActorCritic.imagine`` does, against time-major (16, 1,024, 640); the heads
+  multiply either as the same (16,384, 640) rows, so the stack is where a layout can differ.
 
     python benchmarks/levers.py --parts row_blocks onednn      # some parts only
 """
@@ -258,11 +261,27 @@ def mkl_against_onednn() -> None:
         print(f"  {m:>5} × {k:>3} → {n:<3}  " + "   ".join(cells))
 
 
+def feature_layout() -> None:
+    """Stacking the imagined features batch-major (the code) against time-major."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    print("16 × (1,024, 640) imagined features stacked, ms: batch-major | time-major")
+    for dtype in (torch.float32, torch.bfloat16):
+        parts = [torch.randn(1024, 640, generator=g).to(dtype) for _ in range(16)]
+        batch, time_ = timed_pair(
+            lambda parts=parts: torch.stack(parts, 1), lambda parts=parts: torch.stack(parts, 0), 30
+        )
+        name = str(dtype).removeprefix("torch.")
+        print(f"  {name:<8} {1e3 * batch:6.2f} | {1e3 * time_:6.2f} ({batch / time_:.2f}×)")
+
+
 PARTS = {
     "precision": precision_and_memory,
     "heads": heads_on_imagined_states,
     "row_blocks": row_blocks_by_width,
     "onednn": mkl_against_onednn,
+    "layout": feature_layout,
 }
 
 
