@@ -109,7 +109,9 @@ def write_params(source: Path, env_steps: int, folder: Path) -> Path:
 
     data = yaml.safe_load(source.read_text())
     data["training"]["env_steps"] = env_steps
-    preset = (data.get("presets") or {}).get(data["env"]["id"]) or {}
+    preset = data.get("presets") or {}
+    for key in data["env"]["id"].split("/"):  # DeepMind Control's presets nest under dm_control
+        preset = preset.get(key) or {}
     if "env_steps" in preset.get("training", {}):
         preset["training"]["env_steps"] = env_steps
     path = folder / "params.yaml"

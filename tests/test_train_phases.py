@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 
+import pytest
 import yaml
 
 from dreamer.config import load_config
@@ -17,16 +18,20 @@ train_phases = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(train_phases)
 
 
-def test_params_copy_sets_the_budget_and_the_presets_own(tmp_path):
+@pytest.mark.parametrize(
+    "env_id, preset_budget",
+    [("Pendulum-v1", 6000), ("CartPole-v1", 12000), ("dm_control/cartpole-balance-v0", 50000)],
+)
+def test_params_copy_sets_the_budget_and_the_presets_own(tmp_path, env_id, preset_budget):
     params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params["env"]["id"] = "CartPole-v1"  # its preset sets its own env_steps
+    params["env"]["id"] = env_id
     source = tmp_path / "source.yaml"
     source.write_text(yaml.safe_dump(params, sort_keys=False))
     folder = tmp_path / "out"
     folder.mkdir()
     copy = train_phases.write_params(source, 2500, folder)
     cfg, original = load_config(copy), load_config(source)
-    assert cfg.training.env_steps == 2500 and original.training.env_steps == 12000
+    assert cfg.training.env_steps == 2500 and original.training.env_steps == preset_budget
     assert cfg.model == original.model and cfg.behavior == original.behavior
     assert cfg.training.train_ratio == original.training.train_ratio
 
